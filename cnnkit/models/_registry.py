@@ -1,0 +1,60 @@
+"""The model registry, as timm does it: `@register_model` on a builder, `create_model(name, **kw)`."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch.nn as nn
+
+from ..errors import UnknownNameError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a builder under its function name. Builders take keyword-only arguments."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model '{fn.__name__}' is registered twice")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """The registered model names, sorted.
+
+    >>> 'resnet50' in list_models()
+    True
+    """
+    return sorted(_MODELS)
+
+
+def create_model(name: str, *, num_classes: int | None = None, in_channels: int = 3, **kwargs) -> nn.Module:
+    """Build a registered model by name.
+
+    `num_classes` defaults to the model's own (1000 for the ImageNet architectures, 10 for simplecnn and
+    lenet5, 2 for simplecnn_bn). `input_size=(H, W)` lets a model pick its stem (the small-input stem below 64 pixels);
+    `small_input=True/False` forces it. Unknown names fail with the valid ones.
+
+    >>> m = create_model('simplecnn', num_classes=10)
+    >>> sum(p.numel() for p in m.parameters())
+    545098
+    """
+    if name not in _MODELS:
+        raise UnknownNameError("model", name, _MODELS)
+    builder = _MODELS[name]
+    if num_classes is None:
+        num_classes = inspect.signature(builder).parameters["num_classes"].default
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+    accepted = set(inspect.signature(builder).parameters)
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(f"{name} takes no argument {unknown[0]!r}; it accepts: {', '.join(sorted(accepted))}")
+    if kwargs.get("input_size") is not None:
+        kwargs["input_size"] = tuple(int(v) for v in kwargs["input_size"])[-2:]
+    model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    model.model_name = name
+    model.model_kwargs = {"num_classes": num_classes, "in_channels": in_channels, **kwargs}
+    return model
