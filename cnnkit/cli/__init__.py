@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"cnnkit: error: no such file: {e.filename or e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `cnnkit ... | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130

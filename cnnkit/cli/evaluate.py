@@ -1,0 +1,31 @@
+"""`cnnkit evaluate RUN_DIR --data SPEC`: accuracy, per-class metrics, confusion matrix (table and PNG)."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "evaluate"
+HELP = "evaluate a trained run on a data split"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--data", default=None, metavar="SPEC", help="default: the data the run was trained on")
+    p.add_argument("--split", choices=("test", "val", "train"), default=None,
+                   help="default: test when the data has one, else val")
+    p.add_argument("--top-k", type=int, default=5, metavar="K")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import api
+    from ..metrics import format_report
+    from ._common import print_json
+
+    rep = api.evaluate(args.run_dir, args.data, split=args.split, top_k=args.top_k)
+    if args.json:
+        print_json(rep)
+        return 0
+    print(f"{rep['data']} / {rep['split']}: {rep['n']:,} images")
+    print(format_report(rep, list(rep["per_class"])))
+    print(f"confusion matrix image: {rep['confusion_matrix_png']}")
+    return 0

@@ -1,0 +1,72 @@
+"""Every training default in one place, each with the reason for it (Ultralytics keeps them so too).
+
+`None` means "chosen from the data" by `resolve`: a user who gives only `--data` gets a good model in
+reasonable time on a laptop CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..errors import CnnkitError
+
+OPTIMIZERS = ("adamw", "sgd", "adam")
+SCHEDULERS = ("onecycle", "cosine", "none")
+
+
+@dataclass
+class TrainConfig:
+    data: str = "digits"  # a data spec: digits, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, folder:DIR, csv:FILE
+    model: str | None = None  # None: simplecnn for images up to 32 px, simplecnn_bn above
+    model_kwargs: dict = field(default_factory=dict)  # extra builder arguments (e.g. small_input)
+    epochs: int | None = None  # None: enough passes for the data size (30 for digits, 12 for 50k images)
+    batch_size: int | None = None  # None: 128 (64 under 5,000 images: more steps per epoch)
+    lr: float | None = None  # None: 3e-3 for AdamW/Adam (the one-cycle peak), 0.05 for SGD
+    optimizer: str = "adamw"  # AdamW: robust across models without tuning
+    weight_decay: float = 5e-4  # mild, decoupled (AdamW); applied to weights, not to biases and norms
+    momentum: float = 0.9  # SGD only
+    scheduler: str = "onecycle"  # one-cycle (Smith 2018): warm-up then anneal; fastest to a good accuracy
+    label_smoothing: float = 0.1  # softer targets generalise better on small data
+    augment: str | None = None  # none | light | standard; None: light for ≤16 px images, standard above
+    img_size: int | None = None  # None: the images' own size (folders of photos: 128)
+    val_fraction: float | None = None  # None: 0.1 (0.2 for digits) when the source has no validation split
+    seed: int = 0  # everything random (split, init, shuffling, augmentation, dropout) follows from it
+    device: str = "auto"  # auto: CUDA if available, else CPU
+    patience: int | None = None  # early stopping: epochs without a better val_acc; None: never stop early
+    on_bad_image: str = "fail"  # fail: list every unreadable image and stop; skip: leave them out
+    max_pixels: int | None = None  # refuse images larger than this (decompression bombs); None: 40 MP
+    out: str | None = None  # run directory; None: runs/<data>-<model>-<time>
+    download: bool = False  # fetch MNIST/Fashion-MNIST/CIFAR-10 with torchvision when missing
+
+    def replace(self, **kw) -> "TrainConfig":
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def resolve(cfg: TrainConfig, *, n_train: int, size: tuple[int, int]) -> TrainConfig:
+    """Fill the `None` defaults from the data; check the rest."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise CnnkitError(f"--optimizer {cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if cfg.scheduler not in SCHEDULERS:
+        raise CnnkitError(f"--scheduler {cfg.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+    side = min(size)
+    model = cfg.model or ("simplecnn" if side <= 32 else "simplecnn_bn")
+    epochs = cfg.epochs or (30 if n_train < 5_000 else 15 if n_train < 20_000 else 12)
+    batch = cfg.batch_size or (64 if n_train < 5_000 else 128)
+    lr = cfg.lr or (0.05 if cfg.optimizer == "sgd" else 3e-3)
+    augment = cfg.augment or ("light" if side <= 16 else "standard")
+    for name, value in (("--epochs", epochs), ("--batch-size", batch)):
+        if value < 1:
+            raise CnnkitError(f"{name} must be at least 1, got {value}")
+    if lr <= 0:
+        raise CnnkitError(f"--lr must be positive, got {lr}")
+    if cfg.patience is not None and cfg.patience < 1:
+        raise CnnkitError(f"--patience must be at least 1, got {cfg.patience}")
+    return cfg.replace(model=model, epochs=epochs, batch_size=batch, lr=lr, augment=augment)

@@ -1,0 +1,249 @@
+"""The training loop: a fixed list of events (callbacks.EVENTS) and callbacks for everything around it.
+
+The loop itself only trains and validates. Progress, logging, early stopping and checkpoints are callbacks
+(fastai's design), so each can be swapped or left out without touching the loop.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.dataset import ImageData, Split
+from ..data.transforms import augment, normalize
+from ..errors import CnnkitError
+from ..models import create_model
+from . import checkpoint as ckpt
+from .callbacks import EVENTS, Callback
+from .config import TrainConfig, resolve
+
+
+class TrainingDiverged(CnnkitError):
+    """The loss became NaN or infinite."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CnnkitError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CnnkitError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+
+
+def _param_groups(model: nn.Module, weight_decay: float):
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)  # biases and norm scales are not decayed
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    """Train a registered model on an `ImageData`.
+
+    >>> from cnnkit.data import load_data
+    >>> from cnnkit.engine import Trainer, TrainConfig
+    >>> data = load_data('digits')
+    >>> trainer = Trainer(TrainConfig(epochs=1), data, run_dir='/tmp/cnnkit-doctest', callbacks=[])
+    >>> result = trainer.fit()
+    >>> 0.0 <= result['val_acc'] <= 1.0
+    True
+    """
+
+    def __init__(self, cfg: TrainConfig, data: ImageData, *, run_dir: str | Path,
+                 callbacks: Iterable[Callback] = ()):
+        self.data = data
+        self.cfg = resolve(cfg, n_train=len(data.train), size=data.size)
+        self.run_dir = Path(run_dir)
+        self.device = pick_device(self.cfg.device)
+        torch.manual_seed(self.cfg.seed)
+        self.model = create_model(self.cfg.model, num_classes=len(data.classes), in_channels=data.channels,
+                                  input_size=data.size, **self.cfg.model_kwargs).to(self.device)
+        n, b = len(data.train), self.cfg.batch_size
+        # drop a last batch of one image: BatchNorm cannot normalise a batch of one
+        self.steps_per_epoch = n // b if n % b == 1 else math.ceil(n / b)
+        if self.steps_per_epoch < 1:
+            raise CnnkitError(f"{n} training images are fewer than one batch of {b}; lower --batch-size")
+        self.optimizer = self._make_optimizer()
+        self.scheduler = self._make_scheduler()
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=self.cfg.label_smoothing)
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)  # shuffling and augmentation
+        self.epoch, self.batch_index = 0, 0
+        self.history: list[dict] = []
+        self.best_val_acc, self.best_epoch = -1.0, 0
+        self.should_stop, self.stop_reason = False, None
+        self.running = {"loss": 0.0, "acc": 0.0, "images_per_s": 0.0}
+        self.callbacks = sorted(callbacks, key=lambda c: c.order)
+        for cb in self.callbacks:
+            cb.trainer = self
+
+    # --- set-up ------------------------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        groups = _param_groups(self.model, self.cfg.weight_decay)
+        if self.cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
+        if self.cfg.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=self.cfg.lr)
+        return torch.optim.AdamW(groups, lr=self.cfg.lr)
+
+    def _make_scheduler(self):
+        total = self.cfg.epochs * self.steps_per_epoch
+        if self.cfg.scheduler == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.cfg.lr, total_steps=total,
+                                                       pct_start=0.25)
+        if self.cfg.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
+        return None
+
+    def _event(self, name: str) -> None:
+        assert name in EVENTS, name
+        for cb in self.callbacks:
+            fn = getattr(cb, name, None)
+            if fn is not None:
+                fn()
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        start = time.perf_counter()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._event("before_fit")
+        try:
+            while self.epoch < self.cfg.epochs and not self.should_stop:
+                self.epoch += 1
+                self._event("before_epoch")
+                t0 = time.perf_counter()
+                train_loss, train_acc = self._train_epoch()
+                seconds = time.perf_counter() - t0
+                self._event("after_train_epoch")
+                val_loss, val_acc = self.evaluate_split(self.data.val)
+                if val_acc > self.best_val_acc:
+                    self.best_val_acc, self.best_epoch = val_acc, self.epoch
+                self.history.append({
+                    "epoch": self.epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
+                    "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
+                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                    "images_per_s": round(len(self.data.train) / max(seconds, 1e-9), 1)})
+                self._event("after_epoch")
+        finally:
+            self._event("after_fit")
+        best = next((h for h in self.history if h["epoch"] == self.best_epoch), {})
+        return {"val_acc": round(self.best_val_acc, 6), "val_loss": best.get("val_loss"),
+                "best_epoch": self.best_epoch, "epochs": self.epoch, "seconds": round(time.perf_counter() - start, 2),
+                "run_dir": str(self.run_dir), "model": self.cfg.model, "data": self.data.spec,
+                "stopped": self.stop_reason}
+
+    def _batch(self, split: Split, idx: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        x = split.x[idx]
+        if train:
+            x = augment(x, self.cfg.augment, flips=self.data.flips_ok, generator=self.generator)
+        x = x.to(self.device, non_blocking=True)
+        return normalize(x, self.data.mean, self.data.std), split.y[idx].to(self.device, non_blocking=True)
+
+    def _train_epoch(self) -> tuple[float, float]:
+        self.model.train()
+        split = self.data.train
+        order = torch.randperm(len(split), generator=self.generator)
+        b = self.cfg.batch_size
+        total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+        for self.batch_index in range(self.steps_per_epoch):
+            idx = order[self.batch_index * b:(self.batch_index + 1) * b]
+            self._event("before_batch")
+            x, y = self._batch(split, idx, train=True)
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(self._diverged_message(loss.item()))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            n = len(y)
+            total_loss += loss.item() * n
+            correct += int((logits.argmax(1) == y).sum())
+            seen += n
+            self.running = {"loss": total_loss / seen, "acc": correct / seen,
+                            "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
+            self._event("after_batch")
+        return total_loss / seen, correct / seen
+
+    def _diverged_message(self, value: float) -> str:
+        kept = (f"the best checkpoint (epoch {self.best_epoch}, val_acc={self.best_val_acc:.4f}) is kept in "
+                f"{self.run_dir}" if self.best_epoch else "no checkpoint had been saved yet")
+        return (f"the training loss became {value} at epoch {self.epoch}, batch {self.batch_index + 1}; "
+                f"training stopped and {kept}. Try a lower --lr (now {self.cfg.lr:g}).")
+
+    @torch.no_grad()
+    def predict_logits(self, split: Split, batch_size: int = 512) -> torch.Tensor:
+        self.model.eval()
+        out = []
+        for i in range(0, len(split), batch_size):
+            idx = torch.arange(i, min(i + batch_size, len(split)))
+            x, _ = self._batch(split, idx, train=False)
+            out.append(self.model(x).float().cpu())
+        return torch.cat(out)
+
+    def evaluate_split(self, split: Split) -> tuple[float, float]:
+        logits = self.predict_logits(split)
+        loss = F.cross_entropy(logits, split.y).item()
+        return loss, (logits.argmax(1) == split.y).float().mean().item()
+
+    # --- saving and resuming -----------------------------------------------------------------------------
+    def meta(self) -> dict:
+        best = next((h for h in self.history if h["epoch"] == self.best_epoch), {})
+        return {
+            "model": {"name": self.cfg.model, "kwargs": self.model.model_kwargs},
+            "classes": self.data.classes,
+            "input": {"channels": self.data.channels, "size": list(self.data.size), "mean": self.data.mean,
+                      "std": self.data.std, "resize": "fit (shorter side, then centre crop)"},
+            "data": {"spec": self.data.spec, "name": self.data.name, **self.data.split_info,
+                     "sizes": {k: len(v) for k, v in self.data.splits.items()}},
+            "train": self.cfg.to_dict(),
+            "metrics": {"best_epoch": self.best_epoch, **{k: v for k, v in best.items() if k != "epoch"}},
+            "created": datetime.now().isoformat(timespec="seconds"),
+        }
+
+    def save_best(self) -> None:
+        ckpt.save_weights(self.model, self.run_dir / ckpt.WEIGHTS)
+        ckpt.save_meta(self.meta(), self.run_dir / ckpt.META)
+
+    def save_state(self) -> None:
+        np_state = np.random.get_state()
+        state = {
+            "config": self.cfg.to_dict(), "epoch": self.epoch, "history": self.history,
+            "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
+                    "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+                    "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+        ckpt.save_state(state, self.run_dir / ckpt.STATE)
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        self.best_val_acc, self.best_epoch = float(state["best_val_acc"]), int(state["best_epoch"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["generator"])
+        n = rng["numpy"]
+        np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+        random.setstate(tuple(tuple(v) if isinstance(v, list) else v for v in rng["python"]))
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
