@@ -61,7 +61,9 @@ def train(data: str = "digits", *, quiet: bool = False, log_stream=None, callbac
 
         close = difflib.get_close_matches(bad[0], names, n=1)
         raise CnnkitError(f"unknown training option {bad[0]!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-    cfg = TrainConfig(data=data, **options)
+    from .engine.config import apply_preset
+
+    cfg = apply_preset(TrainConfig(data=data, **options))
     if cfg.model is not None:
         from .models import list_models
         from .errors import UnknownNameError
@@ -123,7 +125,10 @@ class TrainedModel:
     top-k (class, probability) pairs.
     """
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu"):
+    def __init__(self, run_dir: str | Path, device: str = "cpu", engine: str = "torch"):
+        if engine not in ("torch", "onnx"):
+            raise CnnkitError(f"--engine {engine!r} is not one of torch, onnx")
+        self.engine = engine
         self.run_dir = Path(run_dir)
         self.meta = ckpt.read_meta(self.run_dir)
         self.classes: list[str] = list(self.meta["classes"])
@@ -134,6 +139,17 @@ class TrainedModel:
         self.model = ckpt.build_model(self.meta)
         ckpt.load_weights(self.model, self.run_dir / ckpt.WEIGHTS)
         self.model.to(self.device).eval()
+        self.session = self._onnx_session() if engine == "onnx" else None
+
+    def _onnx_session(self):
+        """RUN_DIR/model.onnx, exported (and checked against eager) when missing or older than the weights."""
+        from .export import export_model, onnx_session
+
+        onnx_path = self.run_dir / "model.onnx"
+        weights = self.run_dir / ckpt.WEIGHTS
+        if not onnx_path.is_file() or onnx_path.stat().st_mtime < weights.stat().st_mtime:
+            export_model(self.model, self.channels, self.size, onnx_path, "onnx")
+        return onnx_session(onnx_path)
 
     def preprocess(self, images) -> torch.Tensor:
         """Paths / PIL images / uint8 arrays → the normalised N×C×H×W batch, exactly as in training."""
@@ -154,7 +170,12 @@ class TrainedModel:
 
     @torch.no_grad()
     def predict_proba(self, images) -> torch.Tensor:
-        return torch.softmax(self.model(self.preprocess(images)).float(), 1).cpu()
+        x = self.preprocess(images)
+        if self.session is not None:
+            logits = torch.from_numpy(self.session.run(None, {self.session.get_inputs()[0].name: x.cpu().numpy()})[0])
+        else:
+            logits = self.model(x)
+        return torch.softmax(logits.float(), 1).cpu()
 
     def predict(self, images, top_k: int = 1) -> list[list[tuple[str, float]]]:
         probs = self.predict_proba(images)
@@ -164,9 +185,10 @@ class TrainedModel:
                 for ps, ix in zip(top.values, top.indices)]
 
 
-def load_model(run_dir: str | Path, device: str = "cpu") -> TrainedModel:
-    """Load a run directory's best model (safetensors weights + JSON metadata; no pickle)."""
-    return TrainedModel(run_dir, device=device)
+def load_model(run_dir: str | Path, device: str = "cpu", engine: str = "torch") -> TrainedModel:
+    """Load a run directory's best model (safetensors weights + JSON metadata; no pickle).
+    `engine='onnx'` runs it with ONNX Runtime (exporting RUN_DIR/model.onnx first if needed)."""
+    return TrainedModel(run_dir, device=device, engine=engine)
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, *, split: str | None = None, top_k: int = 5,

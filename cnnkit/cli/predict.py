@@ -11,6 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=int, default=3, metavar="K")
+    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                   help="onnx: ONNX Runtime (exports RUN_DIR/model.onnx first if needed)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -22,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise CnnkitError(f"--top-k must be at least 1, got {args.top_k}")
-    model = api.load_model(args.run_dir)
+    model = api.load_model(args.run_dir, engine=args.engine)
     images = [open_image(p) for p in args.images]  # a bad file fails here, by name, before any prediction
     preds = model.predict(images, top_k=args.top_k)
     if args.json:

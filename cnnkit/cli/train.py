@@ -9,10 +9,12 @@ HELP = "train an image classifier (defaults chosen from the data)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..data.transforms import AUGMENTS
-    from ..engine.config import OPTIMIZERS, SCHEDULERS
+    from ..engine.config import OPTIMIZERS, PRESETS, SCHEDULERS
 
     p.add_argument("--data", default=None, metavar="SPEC",
                    help="digits | fashion-mnist:DIR | mnist:DIR | cifar10:DIR | folder:DIR | csv:FILE (default: digits)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default",
+                   help="fast: the quickest route to a good model on a CPU (explicit options still win)")
     p.add_argument("--model", default=None, help="a registered model (default: chosen from the image size)")
     p.add_argument("--epochs", type=int, default=None, metavar="N")
     p.add_argument("--batch-size", type=int, default=None, metavar="N")
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             raise CnnkitError(f"--resume continues a run with its saved settings; drop {', '.join(given)}")
         result = api.resume(args.resume, data=args.data, log_stream=log)
     else:
-        options = {k: getattr(args, k) for k in ("model", "epochs", "batch_size", "lr", "optimizer", "scheduler",
+        options = {k: getattr(args, k) for k in ("preset", "model", "epochs", "batch_size", "lr", "optimizer", "scheduler",
                                                  "augment", "img_size", "val_fraction", "seed", "device", "out",
                                                  "patience", "on_bad_image", "download")}
         result = api.train(args.data or "digits", log_stream=log, **options)

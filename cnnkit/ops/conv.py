@@ -74,35 +74,37 @@ def _setup(x, weight, bias, stride, padding, dilation, groups, op: str):
 
 
 def _im2col(x: np.ndarray, win: Window, groups: int, ones: bool = False) -> np.ndarray:
-    """N×C×H×W → N×groups×(C/groups·kh·kw [+1])×(Ho·Wo): one column per output position, holding its window.
+    """N×C×H×W → groups×(C/groups·kh·kw [+1])×(N·Ho·Wo): one column per output position, holding its window.
 
-    Filled with one strided copy per kernel element (kh·kw of them), which reads memory in order (a
-    `sliding_window_view` reshaped to columns is the same array, a little slower to copy). With `ones`, each
-    group gets a last row of ones: the bias is then one more weight, on a constant input of 1, and the
-    matmul adds it for free instead of a separate pass over the output.
+    The columns of the whole batch sit side by side, so a layer is one matrix product per group: one BLAS
+    call, not one per image (many small calls are slower, and much slower when the cores are shared). The
+    matrix is filled with one strided copy per kernel element (kh·kw of them); a `sliding_window_view`
+    reshaped to columns is the same matrix, a little slower to copy. With `ones`, each group gets a last
+    row of ones: the bias is then one more weight, on a constant input of 1, and the product adds it.
     """
     xp = win.pad(x)
     n, c = x.shape[:2]
     cg, (ho, wo) = c // groups, win.out
     k = cg * win.kh * win.kw
-    cols = np.empty((n, groups, k + ones, ho * wo), dtype=x.dtype)
-    body = cols[:, :, :k].reshape(n, groups, cg, win.kh, win.kw, ho, wo)  # a view: only splits axes
-    xp = xp.reshape(n, groups, cg, *xp.shape[2:])
+    cols = np.empty((groups, k + ones, n * ho * wo), dtype=x.dtype)
+    body = cols[:, :k].reshape(groups, cg, win.kh, win.kw, n, ho, wo)   # a view: it only splits axes
+    xp = xp.reshape(n, groups, cg, *xp.shape[2:]).transpose(1, 2, 0, 3, 4)  # G×C/G×N×Hp×Wp, a view
     for i, j, (rows, columns) in win.offsets():
-        body[:, :, :, i, j] = xp[:, :, :, rows, columns]
+        body[:, :, i, j] = xp[..., rows, columns]
     if ones:
-        cols[:, :, k] = 1
+        cols[:, k] = 1
     return cols
 
 
-def _col2im(cols: np.ndarray, win: Window, shape: tuple[int, ...]) -> np.ndarray:
+def _col2im(cols: np.ndarray, win: Window, shape: tuple[int, ...], groups: int) -> np.ndarray:
     """The adjoint of `_im2col`: add each column's values back where they came from (overlaps add up)."""
     n, c, h, w = shape
     t, b, l, r = win.pads
-    cols = cols.reshape(n, c, win.kh, win.kw, *win.out)
+    cols = cols.reshape(groups, c // groups, win.kh, win.kw, n, *win.out)
     xp = np.zeros((n, c, h + t + b, w + l + r), dtype=cols.dtype)
+    xpt = xp.reshape(n, groups, c // groups, *xp.shape[2:]).transpose(1, 2, 0, 3, 4)
     for i, j, (rows, columns) in win.offsets():
-        xp[:, :, rows, columns] += cols[:, :, i, j]
+        xpt[..., rows, columns] += cols[:, :, i, j]
     return np.ascontiguousarray(win.unpad(xp, (h, w))) if any(win.pads) else xp
 
 
@@ -111,7 +113,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     """`torch.nn.functional.conv2d` in NumPy (im2col + matmul): a cross-correlation, not a flipped convolution.
 
     x: N×C×H×W (or C×H×W); weight: O×(C/groups)×kh×kw; bias: (O,). padding: int, (ph, pw), 'valid' or 'same'.
-    Returns N×O×Ho×Wo with Ho = (H + 2·ph − dh·(kh−1) − 1) // sh + 1, in x's float dtype.
+    Returns N×O×Ho×Wo, Ho = (H + 2·ph − dh·(kh−1) − 1) // sh + 1, in the inputs' float dtype (float32 stays);
+    its memory is in O×N×Ho×Wo order (`np.ascontiguousarray` gives C order, if something needs it).
 
     >>> x = np.arange(1, 26, dtype=float).reshape(1, 1, 5, 5)
     >>> conv2d(x, np.array([[[[1, 0, -1], [2, 0, -2], [1, 0, -1]]]]))[0, 0, 0, 0]
@@ -124,9 +127,11 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     w = weight.reshape(groups, o // groups, -1)                   # G×O/G×K, K = C/G·kh·kw
     if bias is not None:                                          # the bias as a last weight column
         w = np.concatenate([w, np.asarray(bias, dtype=dtype).reshape(groups, o // groups, 1)], axis=2)
-    cols = _im2col(x, win, groups, ones=bias is not None)         # N×G×K×L (K+1 rows with a bias), L = Ho·Wo
-    out = np.matmul(w, cols)                                      # (G×O/G×K) @ (N×G×K×L): BLAS, per sample
-    out = out.reshape(n, o, *win.out)
+    cols = _im2col(x, win, groups, ones=bias is not None)         # G×K×(N·L), L = Ho·Wo
+    out = np.matmul(w, cols)                                      # G×O/G×(N·L): all of the work, in BLAS
+    # N×O×Ho×Wo as a view of the O×N×Ho×Wo result: copying it to C order would cost as much as the matmul.
+    # NumPy ops accept any layout (element-wise ones keep it), as PyTorch's do with channels-last tensors.
+    out = out.reshape(o, n, *win.out).transpose(1, 0, 2, 3)
     return out[0] if unbatched else out
 
 
@@ -149,14 +154,15 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, bia
     g = g[None] if unbatched else g
     n, o = x.shape[0], weight.shape[0]
     if g.shape != (n, o, *win.out):
-        raise InputSizeError(f"conv2d_backward: grad_out must have the output's shape {(n, o, *win.out)}, got {g.shape}")
-    g = g.reshape(n, groups, o // groups, -1)                      # N×G×O/G×L
+        raise InputSizeError(f"conv2d_backward: grad_out must have the output's shape {(n, o, *win.out)}, "
+                             f"got {g.shape}")
+    g = g.transpose(1, 0, 2, 3).reshape(groups, o // groups, -1)    # G×O/G×(N·L), the layout of the columns
     w = weight.reshape(groups, o // groups, -1)                    # G×O/G×K
-    cols = _im2col(x, win, groups, ones=bias is not None)          # N×G×K×L, plus the row of ones
-    dwb = np.matmul(g, cols.swapaxes(-1, -2)).sum(axis=0)          # G×O/G×K: Σ over positions of g·window
+    cols = _im2col(x, win, groups, ones=bias is not None)          # G×K×(N·L), plus the row of ones
+    dwb = np.matmul(g, cols.swapaxes(1, 2))                        # Σ over positions of g·window (and g·1)
     dw = np.ascontiguousarray(dwb[..., :w.shape[2]]).reshape(weight.shape)
     db = dwb[..., -1].reshape(o) if bias is not None else None     # the weight on the ones: Σ g
-    dx = _col2im(np.matmul(w.swapaxes(-1, -2), g), win, x.shape)   # (G×K×O/G) @ (N×G×O/G×L) → N×G×K×L
+    dx = _col2im(np.matmul(w.swapaxes(1, 2), g), win, x.shape, groups)  # G×K×(N·L), back onto the image
     return (dx[0] if unbatched else dx), dw, db
 
 

@@ -15,8 +15,8 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) ->
     """
     x, weight = np.asarray(x), np.asarray(weight)
     if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-        raise InputSizeError(f"linear: weight {weight.shape} (out×in) expects inputs of shape (…, {weight.shape[-1]}), "
-                             f"got {x.shape}; flatten the feature maps first")
+        raise InputSizeError(f"linear: weight {weight.shape} (out×in) expects inputs of shape "
+                             f"(…, {weight.shape[-1]}), got {x.shape}; flatten the feature maps first")
     if bias is not None and np.shape(bias) != (weight.shape[0],):
         raise InputSizeError(f"linear: bias must have shape ({weight.shape[0]},), got {np.shape(bias)}")
     dtype = float_dtype(x, weight, bias)
@@ -38,7 +38,8 @@ def linear_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, bia
     dtype = float_dtype(x, weight, bias, grad_out)
     g = np.asarray(grad_out, dtype=dtype)
     if g.shape != (*x.shape[:-1], weight.shape[0]):
-        raise InputSizeError(f"linear_backward: grad_out must have shape {(*x.shape[:-1], weight.shape[0])}, got {g.shape}")
+        raise InputSizeError(f"linear_backward: grad_out must have shape {(*x.shape[:-1], weight.shape[0])}, "
+                             f"got {g.shape}")
     g2, x2 = g.reshape(-1, weight.shape[0]), x.reshape(-1, weight.shape[1]).astype(dtype, copy=False)
     dx = g @ weight.astype(dtype, copy=False)
     dw = g2.T @ x2

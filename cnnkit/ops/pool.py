@@ -137,6 +137,7 @@ def global_avg_pool2d_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarra
     g = np.asarray(grad_out, dtype=float_dtype(x, grad_out))
     g = g[None] if unbatched else g
     if g.shape != (*x.shape[:2], 1, 1):
-        raise InputSizeError(f"global_avg_pool2d_backward: grad_out must have shape {(*x.shape[:2], 1, 1)}, got {g.shape}")
+        raise InputSizeError(f"global_avg_pool2d_backward: grad_out must have shape {(*x.shape[:2], 1, 1)}, "
+                             f"got {g.shape}")
     dx = np.broadcast_to(g / (x.shape[2] * x.shape[3]), x.shape).copy()
     return dx[0] if unbatched else dx

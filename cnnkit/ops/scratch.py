@@ -1,4 +1,4 @@
-"""A LeNet-5-shaped CNN trained on scikit-learn's digits with the NumPy ops alone: no autograd, no torch.
+"""A LeNet-5-shaped CNN trained on scikit-learn's digits with the NumPy ops alone: no autograd, no PyTorch.
 
 The data: `sklearn.datasets.load_digits`, 1,797 handwritten digits of 8×8 pixels (values 0…16, scaled to
 0…1), split 80/20, stratified by class, with a fixed seed. The network keeps LeNet-5's plan at the scale
@@ -78,9 +78,9 @@ def train_digits(*, epochs: int = DEFAULTS["epochs"], lr: float = DEFAULTS["lr"]
     `progress` shows a tqdm bar (steps, rate, ETA, loss) on stderr; `on_epoch` is called with each
     epoch's record {"epoch", "loss", "train_acc", "val_acc"}.
 
-    >>> r = train_digits(epochs=1)
-    >>> 0.5 < r["val_acc"] <= 1 and r["epochs"] == 1
-    True
+    >>> r = train_digits(epochs=3)  # about a second
+    >>> r["val_acc"] > 0.9, len(r["history"])
+    (True, 3)
     """
     from ..errors import CnnkitError
 

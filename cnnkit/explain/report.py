@@ -1,0 +1,259 @@
+"""`write_report(run_dir)`: report.html for a training run, one self-contained file.
+
+It holds the model summary, the loss and accuracy curves, the confusion matrix and per-class metrics, the
+worst-classified validation images with their Grad-CAM, the first-layer filters and sample feature maps.
+Every picture is a PNG embedded as base64 and the style is inline: the file opens from disk in any browser,
+with no server, no script and nothing fetched. It is built from the run directory (model.json, metrics.csv,
+model.safetensors) and the run's data, reloaded as `cnnkit.evaluate` reloads it (same split seed and
+validation fraction), so the validation images are the ones the run held out.
+
+>>> import cnnkit
+>>> run = cnnkit.train('digits', epochs=1, out='/tmp/cnnkit-report-doctest', quiet=True)['run_dir']
+>>> write_report(run).name
+'report.html'
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._io import atomic_write_text
+from ..errors import CnnkitError
+
+REPORT = "report.html"
+N_WORST = 8  # worst-classified validation images shown
+N_FEATURE_CHANNELS = 16  # channels per stage in the sample feature maps
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}
+header{background:#1f3a5f;color:#fff;padding:22px 36px}
+header h1{margin:0 0 6px;font-size:26px}header p{margin:0;opacity:.85}
+main{max-width:1180px;margin:0 auto;padding:18px 28px 40px}
+section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12);padding:16px 22px;margin:18px 0}
+h2{font-size:19px;margin:4px 0 12px;color:#1f3a5f}h3{font-size:15px;margin:14px 0 6px}
+.facts{display:flex;flex-wrap:wrap;gap:12px}.fact{background:#eef2f8;border-radius:6px;padding:8px 14px;min-width:120px}
+.fact b{display:block;font-size:20px;color:#1f3a5f}.fact span{font-size:12px;color:#556}
+img{max-width:100%;height:auto;display:block;margin:8px auto}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{padding:4px 10px;text-align:right;border-bottom:1px solid #e3e6ea}
+th{background:#eef2f8}td:first-child,th:first-child{text-align:left}
+.bar{display:inline-block;height:9px;background:#4a7cc0;border-radius:2px;vertical-align:middle}td.left{text-align:left}
+pre{font-size:11.5px;overflow-x:auto;background:#f7f8fa;padding:10px;border-radius:6px}
+.note{color:#556;font-size:13px}footer{color:#778;font-size:12px;text-align:center;margin:20px}
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def _fig(fig, alt: str) -> str:
+    from .plots import png_bytes
+
+    return _img(png_bytes(fig), alt)
+
+
+def load_run_data(tm, spec: str | None = None):
+    """The run's data set, as `cnnkit.evaluate` loads it: the same split seed, validation fraction and size."""
+    from ..data import load_data
+
+    train_cfg = tm.meta.get("train", {})
+    spec = spec or tm.meta.get("data", {}).get("spec")
+    if not spec:
+        raise CnnkitError(f"{tm.run_dir}/model.json names no data set; pass one (--data SPEC)")
+    ds = load_data(spec, img_size=tm.size[0] if tm.size[0] == tm.size[1] else None,
+                   val_fraction=tm.meta.get("data", {}).get("val_fraction"), seed=int(train_cfg.get("seed", 0)),
+                   on_bad_image=train_cfg.get("on_bad_image", "fail"), mean=tm.mean, std=tm.std)
+    _check_data(ds, tm)
+    return ds
+
+
+def _check_data(ds, tm) -> None:
+    if ds.classes != tm.classes:
+        raise CnnkitError(f"the data's classes {ds.classes[:5]}… differ from the model's {tm.classes[:5]}…")
+    if (ds.channels, *ds.size) != (tm.channels, *tm.size):
+        raise CnnkitError(f"the data is {ds.channels}x{ds.size[0]}x{ds.size[1]}, the model takes "
+                          f"{tm.channels}x{tm.size[0]}x{tm.size[1]}")
+
+
+@torch.no_grad()
+def _probs(tm, x: torch.Tensor) -> torch.Tensor:
+    from ..data.transforms import normalize
+
+    out = [torch.softmax(tm.model(normalize(x[i:i + 512].to(tm.device), tm.mean, tm.std)).float(), 1).cpu()
+           for i in range(0, len(x), 512)]
+    return torch.cat(out) if out else torch.zeros(0, len(tm.classes))
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [r for r in csv.DictReader(f) if r.get("epoch")]
+
+
+def _per_class_table(rep: dict) -> str:
+    rows = ["<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th></th><th>support</th></tr>"]
+    for c, m in rep["per_class"].items():
+        bar = f'<span class="bar" style="width:{int(round(100 * m["f1"]))}px"></span>'
+        rows.append(f"<tr><td>{html.escape(c)}</td><td>{m['precision']:.4f}</td><td>{m['recall']:.4f}</td>"
+                    f"<td>{m['f1']:.4f}</td><td class='left'>{bar}</td><td>{m['support']:,}</td></tr>")
+    for avg in ("macro", "weighted"):
+        m = rep[avg]
+        rows.append(f"<tr><th>{avg} average</th><th>{m['precision']:.4f}</th><th>{m['recall']:.4f}</th>"
+                    f"<th>{m['f1']:.4f}</th><th></th><th>{rep['n']:,}</th></tr>")
+    return "".join(rows) + "</table>"
+
+
+def _worst(tm, val, probs: torch.Tensor, n: int) -> tuple[list[dict], list[dict]]:
+    """The n validation images with the highest loss, with Grad-CAM for the predicted and the true class."""
+    from ..data.transforms import normalize
+    from .gradcam import gradcam
+
+    y = val.y
+    loss = -torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12))
+    idx = torch.argsort(loss, descending=True, stable=True)[:n].tolist()
+    if not idx:
+        return [], []
+    x = normalize(val.x[idx].to(tm.device), tm.mean, tm.std)
+    pred = probs[idx].argmax(1).tolist()
+    true = y[idx].tolist()
+    g_pred = gradcam(tm.model, x, pred)
+    g_true = gradcam(tm.model, x, true, layer=g_pred.layer)
+    items, rows = [], []
+    for k, i in enumerate(idx):
+        p, t = pred[k], true[k]
+        row = {"index": i, "true": tm.classes[t], "pred": tm.classes[p], "p_pred": round(float(probs[i, p]), 4),
+               "p_true": round(float(probs[i, t]), 4), "loss": round(float(loss[i]), 4),
+               "path": val.paths[i] if val.paths else None}
+        rows.append(row)
+        items.append({**row, "image": val.x[i].numpy(), "cam_pred": g_pred.cam[k].numpy(),
+                      "cam_true": g_true.cam[k].numpy()})
+    return items, rows
+
+
+def write_report(run_dir: str | Path, data=None) -> Path:
+    """Build `report.html` in `run_dir` and return its path. `data`: a data spec, or an already loaded
+    `ImageData` (what `cnnkit.train` has in hand), or None for the spec in model.json."""
+    return Path(build_report(run_dir, data)["report"])
+
+
+def build_report(run_dir: str | Path, data=None) -> dict:
+    """`write_report`, returning what the report found: its path, the split, accuracies, the worst images."""
+    from ..api import load_model
+    from ..metrics import classification_report, plot_confusion_matrix
+    from . import features as feat
+    from . import plots
+    from .gradcam import gradcam
+    from .summary import format_summary, summarize
+
+    run_dir = Path(run_dir)
+    tm = load_model(run_dir)
+    meta = tm.meta
+    if data is None or isinstance(data, str):
+        ds = load_run_data(tm, data)
+    else:
+        ds = data
+        _check_data(ds, tm)
+    name = meta["model"]["name"]
+    split = "test" if "test" in ds.splits else "val"
+    probs = _probs(tm, ds.split(split).x)
+    rep = classification_report(ds.split(split).y.numpy(), probs.numpy(), tm.classes, top_k=5)
+    val_probs = probs if split == "val" else _probs(tm, ds.val.x)
+    val_acc = float((val_probs.argmax(1) == ds.val.y).float().mean()) if len(ds.val) else float("nan")
+
+    parts: list[str] = []
+    # --- facts
+    m = meta.get("metrics", {})
+    facts = [(f"{rep['accuracy']:.4f}", f"{split} accuracy ({rep['n']:,} images)"),
+             (f"{val_acc:.4f}", f"validation accuracy ({len(ds.val):,} images)"),
+             (str(m.get("best_epoch", "?")), f"best epoch of {len(read_history(run_dir)) or '?'}"),
+             (f"{sum(p.numel() for p in tm.model.parameters()):,}", "parameters"),
+             (f"{tm.channels}×{tm.size[0]}×{tm.size[1]}", "input"), (str(len(tm.classes)), "classes")]
+    parts.append('<section><h2>Run</h2><div class="facts">' + "".join(
+        f'<div class="fact"><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>' for v, k in facts) + "</div>")
+    train = meta.get("train", {})
+    keys = ("epochs", "batch_size", "optimizer", "lr", "scheduler", "augment", "weight_decay", "label_smoothing", "seed")
+    parts.append('<p class="note">' + html.escape(", ".join(f"{k} {train[k]}" for k in keys if k in train)) + "</p></section>")
+
+    # --- model summary
+    lines: list[str] = []
+    s = summarize(tm.model, (tm.channels, *tm.size), name=name)
+    format_summary(s, print_fn=lines.append)
+    n_leaf = sum(1 for r in s.layers if r.leaf)
+    parts.append(f"<section><h2>Model summary</h2><p class='note'>{s.total_params:,} parameters, "
+                 f"{s.macs:,} multiply-adds per image.</p><details{' open' if n_leaf <= 40 else ''}>"
+                 f"<summary>per-layer table ({n_leaf} layers)</summary><pre>{html.escape(chr(10).join(lines))}</pre>"
+                 "</details></section>")
+
+    # --- curves
+    history = read_history(run_dir)
+    parts.append("<section><h2>Training curves</h2>")
+    parts.append(_fig(plots.curves_figure(history), "loss and accuracy per epoch") if history
+                 else '<p class="note">metrics.csv is missing: no curves.</p>')
+    parts.append("</section>")
+
+    # --- confusion matrix and per-class metrics
+    cm_png = run_dir / f"confusion_matrix_{split}.png"
+    plot_confusion_matrix(rep["confusion_matrix"], tm.classes, cm_png,
+                          title=f"{name} on {ds.name} {split}: accuracy {rep['accuracy']:.4f}")
+    parts.append(f"<section><h2>Confusion matrix and per-class metrics ({split}, {rep['n']:,} images)</h2>")
+    parts.append(_img(cm_png.read_bytes(), "confusion matrix"))
+    parts.append(_per_class_table(rep))
+    extra = [f"{k} {v:.4f}" for k, v in rep.items() if k.startswith("top") or k == "roc_auc"]
+    if extra:
+        parts.append(f'<p class="note">{html.escape(", ".join(extra))}</p>')
+    parts.append("</section>")
+
+    # --- worst-classified validation images
+    items, worst_rows = _worst(tm, ds.val, val_probs, N_WORST)
+    parts.append("<section><h2>Worst-classified validation images</h2>"
+                 '<p class="note">The validation images with the highest loss. Middle: Grad-CAM for the class the '
+                 "model chose (what it took as evidence); right: for the true class.</p>")
+    parts.append(_fig(plots.worst_figure(items), "worst-classified validation images with Grad-CAM") if items
+                 else '<p class="note">no validation images.</p>')
+    parts.append("</section>")
+
+    # --- filters and sample feature maps (the validation image the model is surest about, correctly)
+    conv = feat.first_conv(tm.model)
+    conv_name = next(n for n, mod in tm.model.named_modules() if mod is conv)
+    w = feat.learned_filters(tm.model)
+    kernels = feat.handmade_kernels()
+    parts.append("<section><h2>What the layers see</h2><h3>First-layer filters</h3>")
+    parts.append(_fig(plots.filters_figure(w, kernels, feat.match_kernels(w, kernels), layer=f"{name}, {conv_name}"),
+                      "first-layer filters and the hand-made kernels"))
+    if len(ds.val):
+        yv = ds.val.y
+        conf = val_probs[torch.arange(len(yv)), yv]
+        i = int(torch.argmax(conf))
+        img = ds.val.x[i].numpy()
+        x = tm.preprocess([img])
+        g = gradcam(tm.model, x, int(yv[i]))
+        parts.append(f"<h3>Sample feature maps: a validation '{html.escape(tm.classes[int(yv[i])])}' "
+                     f"(p {float(conf[i]):.3f})</h3>")
+        parts.append(_fig(plots.gradcam_figure(img, g.cam[0].numpy(), title=f"Grad-CAM at {g.layer} for "
+                                               f"'{tm.classes[int(yv[i])]}'"), "Grad-CAM of the sample image"))
+        for layer, act in feat.stage_maps(tm.model, x).items():
+            order = feat.rank_channels(act[0])
+            parts.append(_fig(plots.feature_map_grid(act[0].numpy(), order, img, layer=layer,
+                                                     max_channels=N_FEATURE_CHANNELS), f"feature maps of {layer}"))
+    parts.append("</section>")
+
+    title = f"{name} on {ds.name}"
+    versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
+    doc = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+           f'content="width=device-width, initial-scale=1"><title>{html.escape(title)} — cnnkit report</title>'
+           f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1><p>run {html.escape(str(run_dir))}"
+           f" · trained {html.escape(str(meta.get('created', '?')))} · data {html.escape(str(ds.spec))}</p></header>"
+           f"<main>{''.join(parts)}</main><footer>cnnkit report, {datetime.now().isoformat(timespec='seconds')}"
+           f" · {html.escape(versions)}</footer></body></html>\n")
+    path = atomic_write_text(run_dir / REPORT, doc)
+    return {"report": str(path), "run_dir": str(run_dir), "model": name, "data": ds.spec, "split": split,
+            "accuracy": rep["accuracy"], "val_accuracy": round(val_acc, 4), "confusion_matrix_png": str(cm_png),
+            "worst": worst_rows, "bytes": path.stat().st_size}
