@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CHROMIUM := $(VENV)/.chromium
 
 .PHONY: demo test bench clean
 
@@ -12,10 +13,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $(STAMP)
 
+# Headless Chromium for the report's browser test (tests/explain/test_report.py), from Debian's package,
+# driven by playwright (never `playwright install`: it downloads browsers). Without root, sudo -n is tried;
+# if nothing works the stamp is not written (so the next `make test` tries again) and that test skips, saying why.
+$(CHROMIUM): | $(STAMP)
+	@if command -v chromium >/dev/null 2>&1; then touch $@; \
+	else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  echo "installing chromium (apt-get) for the report's browser test"; \
+	  if $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	  then touch $@; else echo "warning: could not install chromium; the report's browser test will be skipped" >&2; fi; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/python -m cnnkit.demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 clean:

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/conv_speed.py                 # ~1–2 minutes on 2 cores, most of it the loop
     .venv/bin/python bench/conv_speed.py --loop-images 8 # time the loop on 8 of case (a)'s 64 images, ×8
+    .venv/bin/python bench/conv_speed.py --threads 1     # one thread for torch and for NumPy's BLAS
 
 Methods: the literal loop (`cnnkit.ops.conv2d_loop`), the vectorised NumPy `cnnkit.ops.conv2d` (im2col +
 one BLAS matmul), `torch.nn.functional.conv2d` (its backward: `aten.convolution_backward`, what autograd
@@ -12,28 +13,22 @@ Cases: (a) a 64×3×32×32 batch, 32 filters of 3×3, padding 1, with bias; (b) 
 1×1×512×512, with sobel_x, no padding, no bias. Every method is checked against torch before it is timed.
 Times: each method runs in rounds, interleaved with the others (so a busy neighbour slows them all alike);
 the table shows the best round, the JSON also the median. The loop runs once (it takes seconds).
-Prints a table; writes bench/results/conv_speed.json.
+Prints a table; writes bench/results/conv_speed.json (conv_speed_threads1.json with --threads 1).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import machine, print_table, write_results  # also puts the checkout on sys.path
 from scipy.signal import convolve2d, correlate2d
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cnnkit.ops import conv2d, conv2d_backward, conv2d_loop, conv2d_loop_backward  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results" / "conv_speed.json"
+from cnnkit.ops import conv2d, conv2d_backward, conv2d_loop, conv2d_loop_backward
 METHODS = {"loop": "literal loop (conv2d_loop)", "numpy": "NumPy conv2d (im2col + matmul)",
            "torch": "torch F.conv2d (CPU)", "scipy": "scipy correlate2d (per channel)"}
 
@@ -145,30 +140,24 @@ def run_case(label, x, w, b, pad, *, rounds, loop_images):
     return {"label": label, "methods": res}
 
 
-def table(case) -> str:
+def ratio(v: float) -> str:
+    return f"{v:,.0f}×" if v >= 100 else f"{v:.2f}×"
+
+
+def show(case) -> None:
     r = case["methods"]
-    lines = [case["label"],
-             f"  {'method':34s} {'forward ms':>11s} {'backward ms':>12s} {'fwd ×loop':>10s} {'bwd ×loop':>10s} "
-             f"{'fwd /torch':>10s} {'bwd /torch':>10s}"]
+    print(case["label"])
+    rows = []
     for m, name in METHODS.items():
         f, b = r[m]["forward"]["best_ms"], r[m]["backward"]["best_ms"]
         lf, lb = r["loop"]["forward"]["best_ms"], r["loop"]["backward"]["best_ms"]
         tf, tb = r["torch"]["forward"]["best_ms"], r["torch"]["backward"]["best_ms"]
-        note = f"  (timed on {r['loop']['images_timed']} images, ×{r['loop']['scaled_by']:g})" \
-            if m == "loop" and r["loop"]["scaled_by"] != 1 else ""
-        lines.append(f"  {name:34s} {f:11.2f} {b:12.2f} {lf / f:9.0f}× {lb / b:9.0f}× "
-                     f"{f / tf:9.2f}× {b / tb:9.2f}×{note}")
-    return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+        if m == "loop" and r["loop"]["scaled_by"] != 1:
+            name += f" [{r['loop']['images_timed']} images ×{r['loop']['scaled_by']:g}]"
+        rows.append({"method": name, "f": f, "b": b, "fl": ratio(lf / f), "bl": ratio(lb / b),
+                     "ft": ratio(f / tf), "bt": ratio(b / tb)})
+    print_table(rows, [("method", "method"), ("f", "forward ms"), ("b", "backward ms"), ("fl", "fwd vs loop"),
+                       ("bl", "bwd vs loop"), ("ft", "fwd / torch"), ("bt", "bwd / torch")])
 
 
 def main(argv=None) -> int:
@@ -176,8 +165,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=30, help="timed rounds per method (default: 30)")
     ap.add_argument("--loop-images", type=int, default=0, metavar="K",
                     help="time the literal loop on K images of case (a) and scale by 64/K (default: all 64)")
-    ap.add_argument("--out", default=str(RESULTS), help=f"where to write the JSON (default: {RESULTS})")
+    ap.add_argument("--threads", type=int, default=0, metavar="T",
+                    help="limit torch and NumPy's BLAS to T threads each (default: their own defaults)")
     args = ap.parse_args(argv)
+    if args.threads:  # on a shared machine, 1 thread each is the steadier comparison (no barrier stalls)
+        torch.set_num_threads(args.threads)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads, user_api="blas")
 
     rng = np.random.default_rng(0)
     import skimage.data
@@ -195,8 +190,8 @@ def main(argv=None) -> int:
     results = []
     for label, x, w, b, pad, loop_images in cases:
         results.append(run_case(label, x, w, b, pad, rounds=args.rounds, loop_images=loop_images))
-        print(table(results[-1]), flush=True)
-        print()
+        show(results[-1])
+        print(flush=True)
     a = results[0]["methods"]
     targets = {
         "numpy_vs_loop_forward": a["loop"]["forward"]["best_ms"] / a["numpy"]["forward"]["best_ms"],
@@ -219,20 +214,15 @@ def main(argv=None) -> int:
                        if i["user_api"] == "blas"})
     except ImportError:
         blas = []
-    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-               "numpy": np.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-               "numpy_blas": blas, "load_average": os.getloadavg()}
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores; torch {torch.__version__} ({machine['torch_threads']} "
-          f"threads), numpy {np.__version__} ({', '.join(blas) or 'BLAS threads unknown'}); "
-          f"load average {machine['load_average'][0]:.2f}; {time.perf_counter() - start:.0f} s")
-    out = {"machine": machine, "cases": results, "targets": targets, "targets_met": ok,
-           "timing": "best of interleaved rounds (median also given); the loop runs once",
-           "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp, path)
+    m = machine()
+    print(f"machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']} ({m['torch_threads']} threads), "
+          f"numpy {np.__version__} ({', '.join(blas) or 'BLAS threads unknown'}); "
+          f"load average {os.getloadavg()[0]:.2f}; {time.perf_counter() - start:.0f} s")
+    name = "conv_speed" + (f"_threads{args.threads}" if args.threads else "")
+    path = write_results(name, {
+        "numpy": np.__version__, "numpy_blas": blas, "load_average_1min": os.getloadavg()[0],
+        "timing": "best of interleaved rounds (the median too); the loop runs once",
+        "cases": results, "targets": targets, "targets_met": ok})
     print(f"wrote {path}")
     return 0
 

@@ -88,7 +88,9 @@ def train(data: str = "digits", *, quiet: bool = False, log_stream=None, callbac
               f"{t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr:g}, {t.scheduler}, "
               f"augment {t.augment}; run dir {run_dir}", file=log, flush=True)
     result = trainer.fit()
-    result["seconds"] = round(time.perf_counter() - start, 2)
+    result["seconds"] = round(time.perf_counter() - start, 2)  # start to the last checkpoint
+    if trainer.cfg.report and trainer.best_epoch:
+        _write_report(result, run_dir, ds, log)
     return result
 
 
@@ -115,6 +117,8 @@ def resume(run_dir: str | Path, *, data: str | None = None, quiet: bool = False,
               f"{trainer.best_val_acc:.4f} at epoch {trainer.best_epoch})", file=log, flush=True)
     result = trainer.fit()
     result["seconds"] = round(time.perf_counter() - start, 2)
+    if trainer.cfg.report and trainer.best_epoch:
+        _write_report(result, run_dir, ds, log)
     return result
 
 
@@ -191,22 +195,46 @@ def load_model(run_dir: str | Path, device: str = "cpu", engine: str = "torch") 
     return TrainedModel(run_dir, device=device, engine=engine)
 
 
+def load_run_data(tm: TrainedModel, spec: str | None = None):
+    """The data a run was trained on (or `spec`), loaded as in training: the same split seed, validation
+    fraction, size and normalisation, checked against the model's classes and input."""
+    train_cfg = tm.meta.get("train", {})
+    spec = spec or tm.meta.get("data", {}).get("spec")
+    if not spec:
+        raise CnnkitError(f"{tm.run_dir}/model.json names no data set; pass one (--data SPEC)")
+    ds = load_data(spec, img_size=tm.size[0] if tm.size[0] == tm.size[1] else None,
+                   val_fraction=tm.meta.get("data", {}).get("val_fraction"), seed=int(train_cfg.get("seed", 0)),
+                   on_bad_image=train_cfg.get("on_bad_image", "fail"), mean=tm.mean, std=tm.std)
+    check_run_data(ds, tm)
+    return ds
+
+
+def check_run_data(ds, tm: TrainedModel) -> None:
+    """The data must have the model's classes and input shape."""
+    if ds.classes != tm.classes:
+        raise CnnkitError(f"the data's classes {ds.classes[:5]}… differ from the model's {tm.classes[:5]}…")
+    if (ds.channels, *ds.size) != (tm.channels, *tm.size):
+        raise CnnkitError(f"the data is {ds.channels}x{ds.size[0]}x{ds.size[1]}, the model takes "
+                          f"{tm.channels}x{tm.size[0]}x{tm.size[1]}")
+
+
+def _write_report(result: dict, run_dir: Path, ds, log) -> None:
+    """report.html at the end of a run. The run is already saved: a report problem is a warning, not a failure."""
+    from .explain.report import write_report
+
+    try:
+        result["report"] = str(write_report(run_dir, data=ds))
+    except CnnkitError as e:
+        print(f"warning: report.html not written: {e}", file=log)
+
+
 def evaluate(run_dir: str | Path, data: str | None = None, *, split: str | None = None, top_k: int = 5,
              plot: bool = True) -> dict:
     """Metrics of a run's best model on a split (default: test if the data has one, else val)."""
     from .metrics import classification_report, plot_confusion_matrix
 
     tm = load_model(run_dir)
-    train_cfg = tm.meta.get("train", {})
-    spec = data or tm.meta["data"]["spec"]
-    ds = load_data(spec, img_size=tm.size[0] if tm.size[0] == tm.size[1] else None,
-                   val_fraction=tm.meta["data"].get("val_fraction"), seed=int(train_cfg.get("seed", 0)),
-                   on_bad_image=train_cfg.get("on_bad_image", "fail"), mean=tm.mean, std=tm.std)
-    if ds.classes != tm.classes:
-        raise CnnkitError(f"the data's classes {ds.classes[:5]}… differ from the model's {tm.classes[:5]}…")
-    if (ds.channels, *ds.size) != (tm.channels, *tm.size):
-        raise CnnkitError(f"the data is {ds.channels}x{ds.size[0]}x{ds.size[1]}, the model takes "
-                          f"{tm.channels}x{tm.size[0]}x{tm.size[1]}")
+    ds = load_run_data(tm, data)
     split = split or ("test" if "test" in ds.splits else "val")
     s = ds.split(split)
     probs = []
@@ -216,7 +244,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, split: str | None 
             probs.append(torch.softmax(tm.model(x).float(), 1).cpu())
     probs_t = torch.cat(probs)
     rep = classification_report(s.y.numpy(), probs_t.numpy(), tm.classes, top_k=top_k)
-    rep.update(split=split, data=spec, run_dir=str(run_dir))
+    rep.update(split=split, data=ds.spec, run_dir=str(run_dir))
     if plot:
         png = Path(run_dir) / f"confusion_matrix_{split}.png"
         plot_confusion_matrix(rep["confusion_matrix"], tm.classes, png,

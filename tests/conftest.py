@@ -7,14 +7,19 @@ import pytest
 import torch
 from PIL import Image
 
-# Two pytest-xdist workers on two cores: one torch thread each, or they fight over the cores.
+# Two pytest-xdist workers on two cores: one torch thread and one BLAS thread each, or they fight over the
+# cores (an oversubscribed OpenBLAS can turn a 2 ms NumPy matmul into a second).
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(1)
+    threadpool_limits(1)
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
 
 FMNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
 

@@ -14,10 +14,7 @@ import argparse
 NAME = "convolve"
 HELP = "convolve an image (or a scikit-image sample photo) with a kernel; write the feature map as a PNG"
 
-#: scikit-image's bundled photos (no download needed), usable as IMAGE by name
-SAMPLES = ("astronaut", "brick", "camera", "cat", "cell", "checkerboard", "chelsea", "clock", "coffee", "coins",
-           "colorwheel", "grass", "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo",
-           "microaneurysms", "moon", "page", "retina", "rocket", "shepp_logan_phantom", "text")
+from ..data.samples import SAMPLES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,31 +41,22 @@ def load_gray(spec: str):
     from ..errors import CnnkitError, UnknownNameError
 
     if os.path.isfile(spec):
-        from PIL import Image, UnidentifiedImageError
+        from ..data.images import open_image
 
-        try:
-            with Image.open(spec) as img:
-                img.load()
-                if img.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-                    a = np.asarray(img, dtype=np.float64) / 65535
-                elif img.mode in ("I", "F"):
-                    a = np.asarray(img, dtype=np.float64)
-                    a = (a - a.min()) / (np.ptp(a) or 1)  # 32-bit data: no fixed range, so its own
-                else:
-                    alpha = "A" in img.mode or "transparency" in img.info
-                    a = np.asarray(img.convert("RGBA" if alpha else "RGB"), dtype=np.float64) / 255
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise CnnkitError(f"cannot read the image '{spec}': {e}; expected a PNG, JPEG or other "
-                              "Pillow-readable file") from None
+        img = open_image(spec)  # checked and fully decoded: a bad file is one line naming it
+        if img.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+            a = np.asarray(img, dtype=np.float64) / 65535
+        elif img.mode in ("I", "F"):
+            a = np.asarray(img, dtype=np.float64)
+            a = (a - a.min()) / (np.ptp(a) or 1)  # 32-bit data: no fixed range, so its own
+        else:
+            alpha = "A" in img.mode or "transparency" in img.info
+            a = np.asarray(img.convert("RGBA" if alpha else "RGB"), dtype=np.float64) / 255
         source = spec
     elif spec in SAMPLES:
-        import skimage.data
+        from ..data.samples import load_sample
 
-        try:
-            a = np.asarray(getattr(skimage.data, spec)())
-        except Exception as e:  # a sample missing from this scikit-image install
-            raise CnnkitError(f"cannot load the scikit-image sample '{spec}': {e}") from None
-        a = a.astype(np.float64) / (255 if a.dtype == np.uint8 else 1)
+        a = load_sample(spec).astype(np.float64) / 255
         source = f"sample {spec}"
     elif os.sep in spec or "." in os.path.basename(spec):
         raise CnnkitError(f"no such image file: '{spec}' (or give a sample name: {', '.join(SAMPLES)})")
@@ -98,23 +86,12 @@ def scale_for_viewing(m):
 
 
 def write_png(path: str, image) -> None:
-    """Write a uint8 H×W array as a PNG, atomically: a temp file in the same folder, then a rename."""
-    import os
-    import tempfile
-
+    """Write a uint8 H×W array as a PNG, atomically (cnnkit._io: a temp file, then a rename)."""
     from PIL import Image
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".convolve-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(image).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .._io import atomic_write
+
+    atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 def side_by_side(left, right, gap: int = 8):

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="images of --data to search, a seeded sample (default 2000)")
     p.add_argument("--img-size", type=int, default=None, metavar="PX",
                    help="input size for an untrained MODEL (default 224); a run uses its own")
-    p.add_argument("--num-classes", type=int, default=None, metavar="N", help="outputs of an untrained MODEL (default 1000)")
+    p.add_argument("--num-classes", type=int, default=None, metavar="N",
+                   help="outputs of an untrained MODEL (default 1000)")
     p.add_argument("--json", action="store_true", help="print one JSON object: the prediction and every file written")
 
 

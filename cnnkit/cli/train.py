@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
                    help="unreadable images: fail (list them all, the default) or skip them")
     p.add_argument("--download", action="store_true", help="download MNIST / Fashion-MNIST / CIFAR-10 when missing")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="skip report.html at the end (cnnkit report RUN_DIR writes it later)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end (logs go to stderr)")
 
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         options = {k: getattr(args, k) for k in ("preset", "model", "epochs", "batch_size", "lr", "optimizer", "scheduler",
                                                  "augment", "img_size", "val_fraction", "seed", "device", "out",
-                                                 "patience", "on_bad_image", "download")}
+                                                 "patience", "on_bad_image", "download", "report")}
         result = api.train(args.data or "digits", log_stream=log, **options)
     if result.get("stopped"):
         print(result["stopped"], file=log)

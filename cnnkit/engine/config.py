@@ -46,6 +46,7 @@ class TrainConfig:
     max_pixels: int | None = None  # refuse images larger than this (decompression bombs); None: 40 MP
     out: str | None = None  # run directory; None: runs/<data>-<model>-<time>
     download: bool = False  # fetch MNIST/Fashion-MNIST/CIFAR-10 with torchvision when missing
+    report: bool = True  # write report.html (summary, curves, confusion matrix, Grad-CAM) after training
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
@@ -75,9 +76,10 @@ def resolve(cfg: TrainConfig, *, n_train: int, size: tuple[int, int]) -> TrainCo
         raise CnnkitError(f"--scheduler {cfg.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
     side = min(size)
     model = cfg.model or ("simplecnn" if side <= 32 else "simplecnn_bn")
-    epochs = cfg.epochs or (30 if n_train < 5_000 else 15 if n_train < 20_000 else 12)
-    batch = cfg.batch_size or (64 if n_train < 5_000 else 128)
-    lr = cfg.lr or (0.05 if cfg.optimizer == "sgd" else 3e-3)
+    pick = lambda value, default: default if value is None else value  # noqa: E731  (0 is a value, not "unset")
+    epochs = pick(cfg.epochs, 30 if n_train < 5_000 else 15 if n_train < 20_000 else 12)
+    batch = pick(cfg.batch_size, 64 if n_train < 5_000 else 128)
+    lr = pick(cfg.lr, 0.05 if cfg.optimizer == "sgd" else 3e-3)
     augment = cfg.augment or ("light" if side <= 16 else "standard")
     for name, value in (("--epochs", epochs), ("--batch-size", batch)):
         if value < 1:

@@ -21,10 +21,7 @@ import torch
 
 from ..errors import CnnkitError, UnknownNameError
 
-#: scikit-image photos that ship with the package (no download): usable wherever an IMAGE is asked for
-SAMPLES = ("astronaut", "brick", "camera", "cat", "cell", "checkerboard", "chelsea", "clock", "coffee", "coins",
-           "colorwheel", "grass", "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo",
-           "microaneurysms", "moon", "page", "retina", "rocket", "shepp_logan_phantom", "text")
+from ..data.samples import SAMPLES, load_sample
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 DEFAULT_IMG_SIZE = 224  # an untrained registry model sees the image at this size unless told
 
@@ -94,10 +91,7 @@ def load_image(spec: str | Path):
     if Path(s).is_file():
         return open_image(s)
     if s in SAMPLES:
-        import skimage.data
-        from skimage.util import img_as_ubyte
-
-        return Image.fromarray(img_as_ubyte(getattr(skimage.data, s)()))
+        return Image.fromarray(load_sample(s))
     if Path(s).exists() or "/" in s or Path(s).suffix:
         return open_image(s)  # a missing or unreadable file: one line naming it
     raise UnknownNameError("sample image (or image file)", s, SAMPLES)
@@ -140,7 +134,9 @@ def _load_patch_data(subject: Subject, spec: str, max_images: int) -> tuple[torc
     from ..data import load_data
 
     train = subject.meta.get("train", {}) if subject.trained else {}
-    side = subject.size[0] if subject.size[0] == subject.size[1] else None
+    # a run: its data at its size, as in training; an untrained model: the data's own size, and only the
+    # sample is resized (upscaling all of Fashion-MNIST to 224×224 would take gigabytes)
+    side = subject.size[0] if subject.trained and subject.size[0] == subject.size[1] else None
     ds = load_data(spec, img_size=side, val_fraction=subject.meta.get("data", {}).get("val_fraction"),
                    seed=int(train.get("seed", 0)), on_bad_image=train.get("on_bad_image", "skip"))
     split = "val" if "val" in ds.splits else "train"

@@ -59,7 +59,8 @@ def resolve_target(target: int | str | None, classes: Sequence[str]) -> int | No
     if name.lstrip("-").isdigit():
         i = int(name)
         if not 0 <= i < len(classes):
-            raise CnnkitError(f"--target {i} is out of range: the model has {len(classes)} classes (0 to {len(classes) - 1})")
+            raise CnnkitError(f"--target {i} is out of range: the model has {len(classes)} classes "
+                              f"(0 to {len(classes) - 1})")
         return i
     raise UnknownNameError("class", name, classes)
 

@@ -7,8 +7,8 @@ with no server, no script and nothing fetched. It is built from the run director
 model.safetensors) and the run's data, reloaded as `cnnkit.evaluate` reloads it (same split seed and
 validation fraction), so the validation images are the ones the run held out.
 
->>> import cnnkit
->>> run = cnnkit.train('digits', epochs=1, out='/tmp/cnnkit-report-doctest', quiet=True)['run_dir']
+>>> import cnnkit, tempfile
+>>> run = cnnkit.train('digits', epochs=1, out=tempfile.mkdtemp() + '/run', quiet=True)['run_dir']
 >>> write_report(run).name
 'report.html'
 """
@@ -20,7 +20,6 @@ import html
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .._io import atomic_write_text
@@ -56,29 +55,6 @@ def _fig(fig, alt: str) -> str:
     from .plots import png_bytes
 
     return _img(png_bytes(fig), alt)
-
-
-def load_run_data(tm, spec: str | None = None):
-    """The run's data set, as `cnnkit.evaluate` loads it: the same split seed, validation fraction and size."""
-    from ..data import load_data
-
-    train_cfg = tm.meta.get("train", {})
-    spec = spec or tm.meta.get("data", {}).get("spec")
-    if not spec:
-        raise CnnkitError(f"{tm.run_dir}/model.json names no data set; pass one (--data SPEC)")
-    ds = load_data(spec, img_size=tm.size[0] if tm.size[0] == tm.size[1] else None,
-                   val_fraction=tm.meta.get("data", {}).get("val_fraction"), seed=int(train_cfg.get("seed", 0)),
-                   on_bad_image=train_cfg.get("on_bad_image", "fail"), mean=tm.mean, std=tm.std)
-    _check_data(ds, tm)
-    return ds
-
-
-def _check_data(ds, tm) -> None:
-    if ds.classes != tm.classes:
-        raise CnnkitError(f"the data's classes {ds.classes[:5]}… differ from the model's {tm.classes[:5]}…")
-    if (ds.channels, *ds.size) != (tm.channels, *tm.size):
-        raise CnnkitError(f"the data is {ds.channels}x{ds.size[0]}x{ds.size[1]}, the model takes "
-                          f"{tm.channels}x{tm.size[0]}x{tm.size[1]}")
 
 
 @torch.no_grad()
@@ -146,7 +122,7 @@ def write_report(run_dir: str | Path, data=None) -> Path:
 
 def build_report(run_dir: str | Path, data=None) -> dict:
     """`write_report`, returning what the report found: its path, the split, accuracies, the worst images."""
-    from ..api import load_model
+    from ..api import check_run_data, load_model, load_run_data
     from ..metrics import classification_report, plot_confusion_matrix
     from . import features as feat
     from . import plots
@@ -160,7 +136,7 @@ def build_report(run_dir: str | Path, data=None) -> dict:
         ds = load_run_data(tm, data)
     else:
         ds = data
-        _check_data(ds, tm)
+        check_run_data(ds, tm)
     name = meta["model"]["name"]
     split = "test" if "test" in ds.splits else "val"
     probs = _probs(tm, ds.split(split).x)
@@ -179,8 +155,10 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     parts.append('<section><h2>Run</h2><div class="facts">' + "".join(
         f'<div class="fact"><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>' for v, k in facts) + "</div>")
     train = meta.get("train", {})
-    keys = ("epochs", "batch_size", "optimizer", "lr", "scheduler", "augment", "weight_decay", "label_smoothing", "seed")
-    parts.append('<p class="note">' + html.escape(", ".join(f"{k} {train[k]}" for k in keys if k in train)) + "</p></section>")
+    keys = ("epochs", "batch_size", "optimizer", "lr", "scheduler", "augment", "weight_decay", "label_smoothing",
+            "seed")
+    settings = ", ".join(f"{k} {train[k]}" for k in keys if k in train)
+    parts.append(f'<p class="note">{html.escape(settings)}</p></section>')
 
     # --- model summary
     lines: list[str] = []

@@ -18,9 +18,11 @@ from ._base import CnnkitModel
 from ._registry import register_model
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.MaxPool2d(2), nn.ReLU(inplace=True))
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    """conv 3×3 → BN → (max-pool 2, or the conv itself at stride 2) → ReLU: halves the resolution."""
+    pool = [nn.MaxPool2d(2)] if stride == 1 else []
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         *pool, nn.ReLU(inplace=True))
 
 
 class FastCNN(CnnkitModel):
@@ -33,12 +35,12 @@ class FastCNN(CnnkitModel):
     min_input_size = 8
 
     def __init__(self, *, num_classes: int = 10, in_channels: int = 3, input_size: Sequence[int] = (28, 28),
-                 width: int = 32, dropout: float = 0.1):
+                 width: int = 32, dropout: float = 0.1, stem_stride: int = 1):
         super().__init__()
         self.in_channels = in_channels
         h, w = input_size[-2:]
         self.input_size = (h, w)
-        self.block1 = _block(in_channels, width)
+        self.block1 = _block(in_channels, width, stride=stem_stride)
         self.block2 = _block(width, 2 * width)
         self.block3 = _block(2 * width, 4 * width)
         self.flatten = nn.Flatten()
@@ -62,7 +64,7 @@ class FastCNN(CnnkitModel):
 
 @register_model
 def fastcnn(*, num_classes: int = 10, in_channels: int = 3, input_size: Sequence[int] | None = None,
-            small_input: bool | None = None, width: int = 32, dropout: float = 0.1) -> FastCNN:
+            small_input: bool | None = None, width: int = 32, dropout: float = 0.1, stem_stride: int = 1) -> FastCNN:
     """FastCNN: three conv-BN-pool blocks and a linear layer; the network of `--preset fast`."""
     return FastCNN(num_classes=num_classes, in_channels=in_channels, input_size=tuple(input_size or (28, 28)),
-                   width=width, dropout=dropout)
+                   width=width, dropout=dropout, stem_stride=stem_stride)

@@ -18,7 +18,7 @@ def test_digits_with_defaults_reaches_98_percent(tmp_path):
     result = cnnkit.train("digits", out=str(tmp_path / "run"), quiet=True)
     assert result["val_acc"] >= 0.98, result
     run = Path(result["run_dir"])
-    for name in ("model.safetensors", "model.json", "metrics.csv", "train_state.pt"):
+    for name in ("model.safetensors", "model.json", "metrics.csv", "train_state.pt", "report.html"):
         assert (run / name).is_file(), name
     assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
     meta = json.loads((run / "model.json").read_text())
@@ -46,7 +46,7 @@ class StopAfter(Callback):
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    opts = dict(epochs=4, seed=3, quiet=True, model="simplecnn")
+    opts = dict(epochs=4, seed=3, quiet=True, model="simplecnn", report=False)
     full = cnnkit.train("digits", out=str(tmp_path / "full"), **opts)
     with pytest.raises(KeyboardInterrupt):
         cnnkit.train("digits", out=str(tmp_path / "cut"), callbacks=[StopAfter(2)], **opts)
@@ -77,7 +77,7 @@ class Poison(Callback):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, batch 1.*best checkpoint \(epoch 1"):
-        cnnkit.train("digits", out=str(run), epochs=3, quiet=True, callbacks=[Poison()])
+        cnnkit.train("digits", out=str(run), epochs=3, quiet=True, report=False, callbacks=[Poison()])
     weights = load_file(str(run / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights.values())
     assert json.loads((run / "model.json").read_text())["metrics"]["best_epoch"] == 1
@@ -91,7 +91,7 @@ class _Evil:
 
 def test_crafted_train_state_is_refused_without_running_code(tmp_path):
     run = tmp_path / "run"
-    cnnkit.train("digits", out=str(run), epochs=1, quiet=True)
+    cnnkit.train("digits", out=str(run), epochs=1, quiet=True, report=False)
     marker = Path("/tmp/cnnkit-pwned-state")
     marker.unlink(missing_ok=True)
     with open(run / "train_state.pt", "wb") as f:
@@ -121,12 +121,13 @@ def test_early_stopping(tmp_path):
             if self.trainer.epoch > 1:
                 self.trainer.best_val_acc = 2.0
 
-    r = cnnkit.train("digits", out=str(tmp_path / "r"), epochs=10, patience=2, quiet=True, callbacks=[Flat()])
+    r = cnnkit.train("digits", out=str(tmp_path / "r"), epochs=10, patience=2, quiet=True, report=False,
+                     callbacks=[Flat()])
     assert r["epochs"] == 3 and "early stop" in r["stopped"]  # best at 1, then 2 flat epochs
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
-    cnnkit.train("digits", out=str(tmp_path / "r"), epochs=1, quiet=True)
+    cnnkit.train("digits", out=str(tmp_path / "r"), epochs=1, quiet=True, report=False)
     before = (tmp_path / "r" / "model.safetensors").read_bytes()
     with pytest.raises(CnnkitError, match="already holds a run"):
         cnnkit.train("digits", out=str(tmp_path / "r"), epochs=1, quiet=True)

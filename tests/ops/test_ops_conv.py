@@ -27,6 +27,8 @@ def ids(c):
     return f"k{k}-s{s}-p{p}-d{d}-n{n}-c{ci}to{co}"
 
 
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel lengths")
+
 FULL = sweep([1, 2, 3, 5], [1, 2, 3], [0, 1, 2, "valid", "same"], [1, 2], [(1, 1, 1), (3, 3, 4)])
 SMALL = sweep([1, 2, 3], [1, 2], [0, 1, "same"], [1, 2], [(1, 1, 1), (2, 2, 3)])
 

@@ -1,0 +1,34 @@
+"""Defaults come from the data and the preset; explicit options win; bad values are named."""
+import pytest
+
+from cnnkit.engine.config import PRESETS, TrainConfig, apply_preset, resolve
+from cnnkit.errors import CnnkitError
+
+
+def test_defaults_follow_the_data():
+    small = resolve(TrainConfig(), n_train=1437, size=(8, 8))
+    assert (small.model, small.epochs, small.batch_size, small.augment) == ("simplecnn", 30, 64, "light")
+    assert small.lr == 3e-3 and small.label_smoothing == 0.1
+    big = resolve(TrainConfig(), n_train=45_000, size=(28, 28))
+    assert (big.model, big.epochs, big.batch_size, big.augment) == ("simplecnn", 12, 128, "standard")
+    photos = resolve(TrainConfig(optimizer="sgd"), n_train=800, size=(128, 128))
+    assert photos.model == "simplecnn_bn" and photos.lr == 0.05
+
+
+def test_fast_preset_and_explicit_options_win():
+    fast = resolve(TrainConfig(preset="fast"), n_train=48_000, size=(28, 28))
+    for key, value in PRESETS["fast"].items():
+        assert getattr(fast, key) == value
+    mine = resolve(TrainConfig(preset="fast", epochs=7, model="simplecnn"), n_train=48_000, size=(28, 28))
+    assert mine.epochs == 7 and mine.model == "simplecnn" and mine.batch_size == PRESETS["fast"]["batch_size"]
+    assert apply_preset(TrainConfig(preset="fast")).val_fraction == PRESETS["fast"]["val_fraction"]
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"preset": "turbo"}, "--preset 'turbo'"), ({"optimizer": "lion"}, "--optimizer 'lion'"),
+    ({"scheduler": "step"}, "--scheduler 'step'"), ({"epochs": 0}, "--epochs must be at least 1"),
+    ({"batch_size": -4}, "--batch-size"), ({"patience": 0}, "--patience"),
+])
+def test_bad_values_are_named(kw, needle):
+    with pytest.raises(CnnkitError, match=needle.replace("(", r"\(")):
+        resolve(TrainConfig(**kw), n_train=100, size=(28, 28))

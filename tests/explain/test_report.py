@@ -1,0 +1,132 @@
+"""report.html: self-contained, right numbers, rebuilt by `cnnkit report`, and rendered by a real browser."""
+import base64
+import io
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnkit
+from cnnkit.cli import main
+from cnnkit.explain.report import build_report, write_report
+
+pytestmark = pytest.mark.xdist_group("explain_run")  # one trained run per worker
+
+
+def embedded_pngs(doc: str) -> list[Image.Image]:
+    out = []
+    for b64 in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', doc):
+        im = Image.open(io.BytesIO(base64.b64decode(b64)))
+        im.load()
+        out.append(im)
+    return out
+
+
+def test_report_is_self_contained_and_right(digits_run):
+    info = build_report(digits_run)
+    path = Path(info["report"])
+    assert path == digits_run / "report.html" and path.stat().st_size == info["bytes"]
+    doc = path.read_text(encoding="utf-8")
+    # nothing outside the file: every src is an embedded PNG, no links, scripts or remote URLs
+    srcs = re.findall(r'src="([^"]*)"', doc)
+    assert len(srcs) == 7 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert not re.search(r"<link|<script|<iframe|url\(|https?://", doc, re.I)
+    pngs = embedded_pngs(doc)
+    assert len(pngs) == 7 and all(im.format == "PNG" and im.width >= 300 and im.height >= 150 for im in pngs)
+    for section in ("Model summary", "Training curves", "Confusion matrix", "Worst-classified validation images",
+                    "First-layer filters", "Sample feature maps"):
+        assert section in doc
+    # the numbers are evaluate's (digits has no test split: val)
+    ev = cnnkit.evaluate(digits_run, plot=False)
+    assert info["split"] == ev["split"] == "val" and info["accuracy"] == ev["accuracy"]
+    assert f"{ev['accuracy']:.4f}" in doc and "simplecnn" in doc and "conv1" in doc  # the summary table
+    for c, m in ev["per_class"].items():
+        assert f"<tr><td>{c}</td><td>{m['precision']:.4f}</td><td>{m['recall']:.4f}</td><td>{m['f1']:.4f}</td>" in doc
+    # the worst images: the highest losses of the validation split, in order
+    tm = cnnkit.load_model(digits_run)
+    val = cnnkit.load_data("digits", img_size=16, seed=0).val
+    with torch.no_grad():
+        probs = torch.softmax(tm.model(tm.preprocess(list(val.x.numpy()))), 1)
+    loss = -torch.log(probs[torch.arange(len(val.y)), val.y])
+    want = torch.argsort(loss, descending=True)[:8].tolist()
+    worst = info["worst"]
+    assert [w["index"] for w in worst] == want
+    assert [w["loss"] for w in worst] == pytest.approx(loss[want].tolist(), abs=1e-3)
+    assert worst[0]["true"] != worst[0]["pred"] and worst[0]["p_pred"] > worst[0]["p_true"]
+    # the confusion-matrix image written beside it, as evaluate writes it
+    assert Path(info["confusion_matrix_png"]).name == "confusion_matrix_val.png"
+
+
+def test_report_from_loaded_data_and_a_wrong_data_set(digits_run):
+    ds = cnnkit.load_data("digits", img_size=16)
+    assert write_report(digits_run, data=ds) == digits_run / "report.html"
+    with pytest.raises(cnnkit.CnnkitError, match="the data is 1x8x8, the model takes 1x16x16"):
+        write_report(digits_run, data=cnnkit.load_data("digits"))
+
+
+def test_cli_report(digits_run, capsys, tmp_path):
+    (digits_run / "report.html").unlink(missing_ok=True)
+    assert main(["report", str(digits_run), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert Path(info["report"]).is_file() and info["model"] == "simplecnn" and len(info["worst"]) == 8
+    assert main(["report", str(digits_run)]) == 0
+    text = capsys.readouterr().out
+    assert "val accuracy" in text and "report.html" in text
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("chromium is not installed, and `make test` could not install it (it runs "
+                    "`apt-get install chromium`, which needs root or sudo and the Debian mirror)")
+    return path
+
+
+def test_report_renders_in_headless_chromium(digits_run, chromium, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is in the test extra: pip install -e '.[test]'")
+    path = digits_run / "report.html"
+    if not path.is_file():  # the other tests of this file (on this worker) usually built it already
+        write_report(digits_run)
+    path = path.resolve()
+    problems, requests = [], []
+    shot = tmp_path / "report.png"
+    with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
+                                                   args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+        try:
+            page = ctx.new_page()
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.as_uri(), wait_until="load")
+            widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+            body = page.inner_text("body")
+            height = page.evaluate("document.body.scrollHeight")
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            ctx.close()
+    assert problems == []
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests  # nothing fetched from a network
+    assert len(widths) == 7 and all(w >= 300 for w in widths)
+    assert "simplecnn on digits" in body and "Worst-classified validation images" in body
+    assert height > 3000  # the whole report laid out, not an empty page
+    im = np.asarray(Image.open(shot).convert("RGB")).astype(np.uint32)
+    packed = (im[..., 0] << 16) | (im[..., 1] << 8) | im[..., 2]
+    values, counts = np.unique(packed, return_counts=True)
+    assert len(values) > 2000, f"only {len(values)} colours: a blank page?"
+    assert counts.max() / packed.size < 0.6, f"{counts.max() / packed.size:.0%} of the page is one colour"
