@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CHROMIUM := $(VENV)/.chromium
+BENCH  := $(VENV)/.bench
 
 .PHONY: demo test bench clean
 
@@ -30,6 +31,16 @@ demo: $(STAMP)
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+# Benchmarks (never part of `make test`): each prints a table and writes bench/results/NAME.json.
+$(BENCH): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	@touch $(BENCH)
+
+bench: $(BENCH)
+	$(BIN)/python bench/conv_speed.py
+	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/infer_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -67,6 +67,12 @@ class Trainer:
         self.cfg = resolve(cfg, n_train=len(data.train), size=data.size)
         self.run_dir = Path(run_dir)
         self.device = pick_device(self.cfg.device)
+        # On a GPU: bf16 autocast (tensor cores), and the uint8 data set moved to the GPU once, so batches
+        # never cross PCIe. On a CPU, fp32: bf16 was measured 7x slower on AVX2 CPUs without AMX.
+        self.autocast = self.device.type == "cuda"
+        on_device = lambda s: Split(s.x.to(self.device), s.y.to(self.device), s.paths)  # noqa: E731
+        self.train_split, self.val_split = (on_device(data.train), on_device(data.val)) if self.autocast \
+            else (data.train, data.val)
         torch.manual_seed(self.cfg.seed)
         self.model = create_model(self.cfg.model, num_classes=len(data.classes), in_channels=data.channels,
                                   input_size=data.size, **self.cfg.model_kwargs).to(self.device)
@@ -126,7 +132,7 @@ class Trainer:
                 train_loss, train_acc = self._train_epoch()
                 seconds = time.perf_counter() - t0
                 self._event("after_train_epoch")
-                val_loss, val_acc = self.evaluate_split(self.data.val)
+                val_loss, val_acc = self.evaluate_split(self.val_split)
                 if val_acc > self.best_val_acc:
                     self.best_val_acc, self.best_epoch = val_acc, self.epoch
                 self.history.append({
@@ -152,7 +158,7 @@ class Trainer:
 
     def _train_epoch(self) -> tuple[float, float]:
         self.model.train()
-        split = self.data.train
+        split = self.train_split
         order = torch.randperm(len(split), generator=self.generator)
         b = self.cfg.batch_size
         total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
@@ -160,8 +166,9 @@ class Trainer:
             idx = order[self.batch_index * b:(self.batch_index + 1) * b]
             self._event("before_batch")
             x, y = self._batch(split, idx, train=True)
-            logits = self.model(x)
-            loss = self.loss_fn(logits, y)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = self.model(x)
+                loss = self.loss_fn(logits.float(), y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(self._diverged_message(loss.item()))
             self.optimizer.zero_grad(set_to_none=True)
@@ -191,13 +198,15 @@ class Trainer:
         for i in range(0, len(split), batch_size):
             idx = torch.arange(i, min(i + batch_size, len(split)))
             x, _ = self._batch(split, idx, train=False)
-            out.append(self.model(x).float().cpu())
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                out.append(self.model(x).float().cpu())
         return torch.cat(out)
 
     def evaluate_split(self, split: Split) -> tuple[float, float]:
         logits = self.predict_logits(split)
-        loss = F.cross_entropy(logits, split.y).item()
-        return loss, (logits.argmax(1) == split.y).float().mean().item()
+        y = split.y.cpu()
+        loss = F.cross_entropy(logits, y).item()
+        return loss, (logits.argmax(1) == y).float().mean().item()
 
     # --- saving and resuming -----------------------------------------------------------------------------
     def meta(self) -> dict:

@@ -36,16 +36,20 @@ def _conv_like(conv: nn.Conv2d, in_channels: int, **override) -> nn.Conv2d:
     return nn.Conv2d(in_channels, conv.out_channels, **kw)
 
 
-# --- AlexNet ---------------------------------------------------------------------------------------------
-class AlexNet(CnnkitModel, tvm.AlexNet):
-    stage_names = ("features.2", "features.5", "features.12")
-    classifier_name = "classifier.6"
+class _FeaturesPoolClassifier(CnnkitModel):
+    """torchvision's `features` → `avgpool` → flatten → `classifier` layout (AlexNet, VGG, EfficientNet)."""
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+
+# --- AlexNet ---------------------------------------------------------------------------------------------
+class AlexNet(_FeaturesPoolClassifier, tvm.AlexNet):
+    stage_names = ("features.2", "features.5", "features.12")
+    classifier_name = "classifier.6"
 
 
 @register_model
@@ -63,15 +67,9 @@ def alexnet(*, num_classes: int = 1000, in_channels: int = 3, input_size: Sequen
 
 
 # --- VGG-16 ----------------------------------------------------------------------------------------------
-class VGG(CnnkitModel, tvm.VGG):
+class VGG(_FeaturesPoolClassifier, tvm.VGG):
     stage_names = ("features.4", "features.9", "features.16", "features.23", "features.30")
     classifier_name = "classifier.6"
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(x), 1))
 
 
 @register_model
@@ -164,15 +162,9 @@ def googlenet(*, num_classes: int = 1000, in_channels: int = 3, input_size: Sequ
 
 
 # --- EfficientNet-B0 -------------------------------------------------------------------------------------
-class EfficientNet(CnnkitModel, tvm.EfficientNet):
+class EfficientNet(_FeaturesPoolClassifier, tvm.EfficientNet):
     stage_names = ("features.1", "features.2", "features.3", "features.5", "features.8")
     classifier_name = "classifier.1"
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(x), 1))
 
 
 @register_model
