@@ -76,6 +76,8 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         self.model = create_model(self.cfg.model, num_classes=len(data.classes), in_channels=data.channels,
                                   input_size=data.size, **self.cfg.model_kwargs).to(self.device)
+        self.memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         n, b = len(data.train), self.cfg.batch_size
         # drop a last batch of one image: BatchNorm cannot normalise a batch of one
         self.steps_per_epoch = n // b if n % b == 1 else math.ceil(n / b)
@@ -154,7 +156,8 @@ class Trainer:
         if train:
             x = augment(x, self.cfg.augment, flips=self.data.flips_ok, generator=self.generator)
         x = x.to(self.device, non_blocking=True)
-        return normalize(x, self.data.mean, self.data.std), split.y[idx].to(self.device, non_blocking=True)
+        x = normalize(x, self.data.mean, self.data.std).contiguous(memory_format=self.memory_format)
+        return x, split.y[idx].to(self.device, non_blocking=True)
 
     def _train_epoch(self) -> tuple[float, float]:
         self.model.train()
