@@ -16,6 +16,7 @@ are (that is how the tests check every gradient).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -51,7 +52,7 @@ def _uniform(rng: np.random.Generator, shape, fan_in: int, dtype) -> np.ndarray:
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
 
 
-class Module:
+class Module(ABC):
     """A layer: `forward(x)` keeps what `backward(grad)` needs; `backward` returns the input's gradient."""
 
     training = True
@@ -60,11 +61,13 @@ class Module:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
+    @abstractmethod
     def forward(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The layer's output; keeps what backward needs."""
 
+    @abstractmethod
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The gradient with respect to the input; accumulates the parameters' gradients."""
 
     def _saved(self):
         if getattr(self, "_x", None) is None:
