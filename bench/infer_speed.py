@@ -43,7 +43,6 @@ def main() -> int:
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (it needs a C++ compiler)")
     args = p.parse_args()
 
-    import numpy as np
     import torch
 
     import cnnkit
@@ -97,7 +96,7 @@ def main() -> int:
             rows.append(r)
             print(f"{name} {r['input']} {engine}: p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms, "
                   f"{r['images_per_s']:.0f} img/s", flush=True)
-    path = write_results("infer_speed", {"quick": args.quick, "results": results})
+    path = write_results("infer_speed_quick" if args.quick else "infer_speed", {"quick": args.quick, "results": results})
     m = machine()
     print(f"\nInference on the CPU ({m['cpu']}, {m['cores']} cores, torch {m['torch']}); latency = one image; "
           f"throughput = batch 128 (16 at 224×224). Results: {path}")

@@ -12,7 +12,7 @@ loading included, Python start-up and imports excluded) to the end of the epoch 
 target. Prints a table last and writes bench/results/train_speed.json.
 
     python bench/train_speed.py            # all five, ~30 min on 2 cores
-    python bench/train_speed.py --quick    # a short check: 12k training images, 1-2 epochs, target 0.80
+    python bench/train_speed.py --quick    # a short check: 12k images, 1-2 epochs, target 0.80 (train_speed_quick.json)
 """
 from __future__ import annotations
 
@@ -76,14 +76,12 @@ class Tracker:
 
 
 def load_fmnist(data: Path, quick: bool):
-    import numpy as np
     import torch
 
+    from cnnkit.data.sources import read_idx
+
     def idx(name):
-        raw = (data / name).read_bytes()
-        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-        dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(raw[3])]
-        return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(dims).copy())
+        return torch.from_numpy(read_idx(data / name).copy())
 
     xtr, ytr = idx("train-images-idx3-ubyte.gz"), idx("train-labels-idx1-ubyte.gz").long()
     xte, yte = idx("t10k-images-idx3-ubyte.gz"), idx("t10k-labels-idx1-ubyte.gz").long()
@@ -323,19 +321,16 @@ def child(args) -> None:
 
 def make_quick_dir(data: Path) -> Path:
     """12,000 training images in IDX files, for --quick (cnnkit reads the same files as everyone)."""
-    import numpy as np
+    from cnnkit.data.sources import read_idx
 
     quick = Path(tempfile.mkdtemp()) / "fmnist-quick"
     quick.mkdir(parents=True)
     for name, n in (("train-images-idx3-ubyte", 12000), ("train-labels-idx1-ubyte", 12000),
                     ("t10k-images-idx3-ubyte", None), ("t10k-labels-idx1-ubyte", None)):
-        raw = gzip.decompress((data / f"{name}.gz").read_bytes())
-        ndim = raw[3]
-        dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-        arr = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+        arr = read_idx(data / f"{name}.gz")
         if n:
             arr = arr[:n]
-        header = bytes([0, 0, 8, ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
         (quick / f"{name}.gz").write_bytes(gzip.compress(header + arr.tobytes(), compresslevel=1))
     return quick
 
@@ -379,7 +374,7 @@ def main() -> int:
         if key == "a" and "cli" in r:
             rows.append({"name": "(a) as a command, start to checkpoint", "t": r["cli"]["wall_seconds"],
                          "best": r["cli"]["t10k_acc"], "epochs": r["cli"]["epochs"]})
-    path = write_results("train_speed", {"target": args.target, "quick": args.quick, "results": results})
+    path = write_results("train_speed_quick" if args.quick else "train_speed", {"target": args.target, "quick": args.quick, "results": results})
     print(f"\nFashion-MNIST, time to {args.target:.0%} t10k accuracy on the CPU ({machine()['cpu']}, "
           f"{os.cpu_count()} cores); speed-up = (c)'s time / this time. Results: {path}")
     print_table(rows, [("name", "contender"), ("t", f"s to {args.target:.0%}"), ("best", "best t10k"),

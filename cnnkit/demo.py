@@ -13,7 +13,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from . import api

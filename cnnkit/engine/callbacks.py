@@ -9,7 +9,6 @@ import csv
 import difflib
 import io
 import sys
-import time
 from pathlib import Path
 
 from .._io import atomic_write_text

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from .._io import atomic_write_text
-from ..errors import CnnkitError
 
 REPORT = "report.html"
 N_WORST = 8  # worst-classified validation images shown

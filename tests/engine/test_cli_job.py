@@ -1,8 +1,6 @@
 """The CLI as a user runs it: train, evaluate and predict on a folder of real PNGs."""
 import json
 
-import pytest
-from PIL import Image
 
 from cnnkit.cli import main
 
