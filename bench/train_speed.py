@@ -1,7 +1,8 @@
 """Time to 92% Fashion-MNIST t10k accuracy on the CPU, against the tools a user would pick instead.
 
 Contenders, each run in its own process (so imports, threads and peak memory do not mix):
-  a  cnnkit --preset fast          (also timed as the real command: start to saved checkpoint)
+  a  cnnkit --preset fast          (also timed as the real command, `cnnkit train --preset fast`, once per seed
+                                   for --cli-seeds: start to saved checkpoint, and that checkpoint's t10k)
   b  cnnkit with its defaults
   c  the official PyTorch MNIST example (its two-conv net, Adadelta lr 1.0, StepLR 0.7, batch 64,
      a DataLoader over torchvision's FashionMNIST with ToTensor + Normalize)
@@ -122,21 +123,23 @@ def _ips(run_dir: Path) -> float:
     return round(sum(float(r["images_per_s"]) for r in rows) / len(rows), 1)
 
 
-def run_cnnkit_cli(args) -> dict:
-    """(a) as a user runs it: the command's wall time, start to exit (the checkpoint is saved before exit)."""
+def run_cnnkit_cli(args, seed: int) -> dict:
+    """(a) as a user runs it: from the command's start to its last checkpoint on disk, and that checkpoint's
+    t10k accuracy. `command_seconds` is the whole command (the report is written after the checkpoint)."""
     import torch
 
     out = Path(tempfile.mkdtemp()) / "run"
     spec = f"fashion-mnist:{args.data}" if not args.quick else f"fashion-mnist:{args.quick_dir}"
-    cmd = [sys.executable, "-m", "cnnkit", "train", "--data", spec, "--preset", "fast", "--out", str(out), "--json"]
+    cmd = [sys.executable, "-m", "cnnkit", "train", "--data", spec, "--preset", "fast", "--out", str(out), "--json",
+           "--seed", str(seed)]
     if args.quick:
         cmd += ["--epochs", "2"]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     total = time.time() - t0
-    wall = (out / "model.safetensors").stat().st_mtime - t0  # start to the last checkpoint (report.html follows)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
+    wall = (out / "model.safetensors").stat().st_mtime - t0
     import cnnkit
 
     _, _, xte, yte = load_fmnist(args.data, args.quick)
@@ -145,8 +148,9 @@ def run_cnnkit_cli(args) -> dict:
 
     with torch.no_grad():
         acc = float((tm.model(normalize(xte, tm.mean, tm.std)).argmax(1) == yte).float().mean())
-    return {"wall_seconds": round(wall, 2), "command_seconds": round(total, 2), "t10k_acc": round(acc, 4),
-            "epochs": json.loads(proc.stdout)["epochs"]}
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return {"seed": seed, "wall_seconds": round(wall, 2), "command_seconds": round(total, 2),
+            "t10k_acc": round(acc, 4), "epochs": json.loads(proc.stdout)["epochs"]}
 
 
 class ExampleNet:  # built lazily: torch is imported in the child only
@@ -278,7 +282,9 @@ def run_keras(args) -> dict:
     xt = tracker.x.permute(0, 2, 3, 1).numpy()
     keras.utils.set_random_seed(0)
     layers = [keras.Input((28, 28, 1))]
-    for i, width in enumerate((24, 48, 96)):  # FastCNN (cnnkit/models/fast.py), layer for layer
+    from cnnkit.models.fast import WIDTHS
+
+    for i, width in enumerate(WIDTHS):  # FastCNN (cnnkit/models/fast.py), layer for layer
         layers += [keras.layers.Conv2D(width, 3, strides=2 if i == 0 else 1, padding="same", use_bias=False),
                    keras.layers.BatchNormalization()]
         layers += [keras.layers.ReLU()] if i == 0 else [keras.layers.MaxPooling2D(2), keras.layers.ReLU()]
@@ -311,7 +317,7 @@ def child(args) -> None:
     try:
         out = RUNNERS[args.run_one](args)
         if args.run_one == "a":
-            out["cli"] = run_cnnkit_cli(args)
+            out["cli"] = [run_cnnkit_cli(args, seed) for seed in range(args.cli_seeds)]
     except ImportError as e:
         out = {"error": f"not installed: {e.name} (pip install -e '.[bench]')"}
     out["total_seconds"] = round(time.perf_counter() - t0, 1)
@@ -342,6 +348,7 @@ def main() -> int:
     p.add_argument("--only", default="abcde", help="which contenders, e.g. 'ac'")
     p.add_argument("--quick", action="store_true", help="a short check on 12k images")
     p.add_argument("--max-seconds", type=float, default=900, help="give up on a contender after this long")
+    p.add_argument("--cli-seeds", type=int, default=3, help="how many times (seeds 0..N-1) to time (a) as a command")
     p.add_argument("--run-one", help=argparse.SUPPRESS)
     p.add_argument("--json-out", help=argparse.SUPPRESS)
     p.add_argument("--quick-dir", type=Path, help=argparse.SUPPRESS)
@@ -357,7 +364,7 @@ def main() -> int:
         print(f"[{key}] {CONTENDERS[key]} ...", file=sys.stderr, flush=True)
         out = Path(tempfile.mkdtemp()) / "r.json"
         cmd = [sys.executable, __file__, "--run-one", key, "--json-out", str(out), "--data", str(args.data),
-               "--target", str(args.target), "--max-seconds", str(args.max_seconds)]
+               "--target", str(args.target), "--max-seconds", str(args.max_seconds), "--cli-seeds", str(args.cli_seeds)]
         if args.quick:
             cmd += ["--quick", "--quick-dir", str(args.quick_dir)]
         proc = subprocess.run(cmd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -371,9 +378,12 @@ def main() -> int:
         rows.append({"name": f"({key}) {CONTENDERS[key]}", "t": t, "best": best, "epochs": r.get("epochs"),
                      "ips": r.get("images_per_s"), "mem": r.get("peak_memory_mb"),
                      "ratio": (base / t) if (base and t) else None, "note": r.get("error", "")})
-        if key == "a" and "cli" in r:
-            rows.append({"name": "(a) as a command, start to checkpoint", "t": r["cli"]["wall_seconds"],
-                         "best": r["cli"]["t10k_acc"], "epochs": r["cli"]["epochs"]})
+        for run in r.get("cli", []) if key == "a" else []:
+            reached = run["t10k_acc"] >= args.target
+            rows.append({"name": f"(a) as a command, seed {run['seed']}", "t": run["wall_seconds"] if reached else None,
+                         "best": run["t10k_acc"], "epochs": run["epochs"],
+                         "note": f"start to saved checkpoint; whole command {run['command_seconds']:.1f} s"
+                         if reached else f"checkpoint below target after {run['wall_seconds']:.1f} s"})
     path = write_results("train_speed_quick" if args.quick else "train_speed", {"target": args.target, "quick": args.quick, "results": results})
     print(f"\nFashion-MNIST, time to {args.target:.0%} t10k accuracy on the CPU ({machine()['cpu']}, "
           f"{os.cpu_count()} cores); speed-up = (c)'s time / this time. Results: {path}")

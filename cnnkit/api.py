@@ -1,7 +1,7 @@
 """The Python API under the CLI: `train`, `resume`, `evaluate`, `load_model`.
 
->>> import cnnkit
->>> result = cnnkit.train(data='digits', epochs=1, out='/tmp/cnnkit-api-doctest', quiet=True)
+>>> import cnnkit, tempfile
+>>> result = cnnkit.train(data='digits', epochs=1, out=tempfile.mkdtemp() + '/run', quiet=True)
 >>> sorted(result)[:3]
 ['best_epoch', 'data', 'epochs']
 >>> model = cnnkit.load_model(result['run_dir'])
@@ -79,9 +79,9 @@ def train(data: str = "digits", *, quiet: bool = False, log_stream=None, callbac
         print(ds.describe(), file=log, flush=True)
     from .engine.config import resolve
 
-    resolved = resolve(cfg, n_train=len(ds.train), size=ds.size)
+    resolved = resolve(cfg, n_train=len(ds.train), size=ds.size)  # the Trainer's resolve() leaves it as it is
     run_dir = Path(cfg.out) if cfg.out else _default_run_dir(resolved, ds.name)
-    trainer = Trainer(cfg, ds, run_dir=run_dir, callbacks=[*_callbacks(resolved, quiet, log), *callbacks])
+    trainer = Trainer(resolved, ds, run_dir=run_dir, callbacks=[*_callbacks(resolved, quiet, log), *callbacks])
     if not quiet:
         t = trainer.cfg
         print(f"model {t.model} ({sum(p.numel() for p in trainer.model.parameters()):,} params) on {trainer.device}, "

@@ -12,13 +12,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import _registry, list_models
+    from ..models import get_builder, list_models
     from ._common import print_json
 
     if args.json:
         print_json({"models": list_models()})
         return 0
     for name in list_models():
-        doc = " ".join((_registry._MODELS[name].__doc__ or "").split("\n\n")[0].split())
+        doc = " ".join((get_builder(name).__doc__ or "").split("\n\n")[0].split())
         print(f"{name:18s} {doc}")
     return 0

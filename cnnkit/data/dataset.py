@@ -6,6 +6,7 @@ saved with the model, so that predicting needs no flags.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,14 +67,29 @@ class ImageData:
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val) with `fraction` of each class in val, shuffled by `seed`."""
-    from sklearn.model_selection import train_test_split
+    """Indices (train, val), sorted, with `fraction` of each class in val, chosen at random by `seed`.
 
-    idx = np.arange(len(y))
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
-    return np.sort(tr), np.sort(va)
+    The validation set has ceil(fraction × n) images (scikit-learn's rule), shared out over the classes in
+    proportion to their sizes (largest remainders first); a class never gives away its last training image.
+    Written here rather than imported from scikit-learn, whose import alone takes 2 s of every training run.
+
+    >>> tr, va = stratified_split(np.array([0] * 8 + [1] * 4), 0.25, seed=0)
+    >>> len(tr), len(va), np.bincount(np.array([0] * 8 + [1] * 4)[va]).tolist()
+    (9, 3, [2, 1])
+    """
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    n_val = min(math.ceil(fraction * len(y)), len(y) - 1)
+    quota = counts * n_val / len(y)
+    take = np.floor(quota).astype(int)
+    by_remainder = np.argsort(-(quota - take), kind="stable")
+    take[by_remainder[:n_val - take.sum()]] += 1
+    take = np.minimum(take, counts - 1)  # every class keeps at least one training image
+    val = np.concatenate([rng.permutation(np.flatnonzero(inverse == c))[:k] for c, k in enumerate(take)])
+    mask = np.zeros(len(y), dtype=bool)
+    mask[val] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
 def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -96,7 +96,11 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CnnkitError(f"{path} is not a readable safetensors file ({e})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape: the weights were saved from another architecture
+        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e)[:300])
+        raise CnnkitError(f"{path} does not match the architecture in model.json ({first})") from None
     if missing or unexpected:
         raise CnnkitError(f"{path} does not match the architecture in model.json "
                           f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")

@@ -52,10 +52,11 @@ def _param_groups(model: nn.Module, weight_decay: float):
 class Trainer:
     """Train a registered model on an `ImageData`.
 
+    >>> import tempfile
     >>> from cnnkit.data import load_data
     >>> from cnnkit.engine import Trainer, TrainConfig
     >>> data = load_data('digits')
-    >>> trainer = Trainer(TrainConfig(epochs=1), data, run_dir='/tmp/cnnkit-doctest', callbacks=[])
+    >>> trainer = Trainer(TrainConfig(epochs=1), data, run_dir=tempfile.mkdtemp(), callbacks=[])
     >>> result = trainer.fit()
     >>> 0.0 <= result['val_acc'] <= 1.0
     True

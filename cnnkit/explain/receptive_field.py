@@ -76,7 +76,7 @@ class ReceptiveFieldMode(TorchFunctionMode):
     >>> with ReceptiveFieldMode(x) as mode:
     ...     y = net(x)
     >>> mode.rf_of(y).size, mode.rf_of(y).jump
-    ((8, 8), (2, 2))
+    ((8, 8), (2.0, 2.0))
     """
 
     def __init__(self, x: torch.Tensor):

@@ -1,6 +1,9 @@
 """The model zoo: the lessons' SimpleCNNs, LeNet-5, and torchvision's classics, all behind one registry."""
-from . import classic, fast, lenet, simple  # noqa: F401  (registers the builders)
+from . import fast, lenet, simple  # noqa: F401  (registers the builders)
 from ._base import CnnkitModel
-from ._registry import create_model, list_models, register_model
+from ._registry import create_model, get_builder, list_models, register_lazy, register_model
 
-__all__ = ["CnnkitModel", "create_model", "list_models", "register_model"]
+# torchvision's architectures: imported on first use (importing torchvision takes 1.4 s)
+register_lazy("cnnkit.models.classic", ["alexnet", "vgg16", "resnet18", "resnet50", "googlenet", "efficientnet_b0"])
+
+__all__ = ["CnnkitModel", "create_model", "get_builder", "list_models", "register_lazy", "register_model"]

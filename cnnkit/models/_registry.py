@@ -1,14 +1,18 @@
 """The model registry, as timm does it: `@register_model` on a builder, `create_model(name, **kw)`."""
 from __future__ import annotations
 
+import importlib
 import inspect
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch.nn as nn
 
 from ..errors import UnknownNameError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+# Models whose module is imported on first use: `classic` needs torchvision, whose import (1.4 s, it pulls in
+# torch._dynamo) would otherwise be paid by every command, `cnnkit train --preset fast` included.
+_LAZY: dict[str, str] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -19,13 +23,30 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
+def register_lazy(module: str, names: Iterable[str]) -> None:
+    """Declare models that `module` registers when imported; it is imported when one of them is first built."""
+    for name in names:
+        _LAZY[name] = module
+
+
+def get_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered under `name` (importing its module if it is lazy); unknown names fail."""
+    if name not in _MODELS and name in _LAZY:
+        importlib.import_module(_LAZY[name])
+        if name not in _MODELS:
+            raise RuntimeError(f"{_LAZY[name]} was declared to register model '{name}' but did not")
+    if name not in _MODELS:
+        raise UnknownNameError("model", name, list_models())
+    return _MODELS[name]
+
+
 def list_models() -> list[str]:
     """The registered model names, sorted.
 
     >>> 'resnet50' in list_models()
     True
     """
-    return sorted(_MODELS)
+    return sorted(set(_MODELS) | set(_LAZY))
 
 
 def create_model(name: str, *, num_classes: int | None = None, in_channels: int = 3, **kwargs) -> nn.Module:
@@ -39,9 +60,7 @@ def create_model(name: str, *, num_classes: int | None = None, in_channels: int 
     >>> sum(p.numel() for p in m.parameters())
     545098
     """
-    if name not in _MODELS:
-        raise UnknownNameError("model", name, _MODELS)
-    builder = _MODELS[name]
+    builder = get_builder(name)
     if num_classes is None:
         num_classes = inspect.signature(builder).parameters["num_classes"].default
     if not isinstance(num_classes, int) or num_classes < 1:
@@ -56,5 +75,8 @@ def create_model(name: str, *, num_classes: int | None = None, in_channels: int 
         kwargs["input_size"] = tuple(int(v) for v in kwargs["input_size"])[-2:]
     model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
     model.model_name = name
-    model.model_kwargs = {"num_classes": num_classes, "in_channels": in_channels, **kwargs}
+    # every argument, defaults included, so that model.json pins the architecture even if a default changes later
+    defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    model.model_kwargs = {**defaults, "num_classes": num_classes, "in_channels": in_channels, **kwargs}
     return model

@@ -24,6 +24,13 @@ def test_fast_preset_and_explicit_options_win():
     assert apply_preset(TrainConfig(preset="fast")).val_fraction == PRESETS["fast"]["val_fraction"]
 
 
+@pytest.mark.parametrize("cfg", [TrainConfig(), TrainConfig(preset="fast"), TrainConfig(optimizer="sgd", epochs=3)])
+def test_resolving_twice_changes_nothing(cfg):
+    """api.train resolves once to name the run directory and hands the result to the Trainer, which resolves again."""
+    once = resolve(cfg, n_train=48_000, size=(28, 28))
+    assert resolve(once, n_train=48_000, size=(28, 28)) == once
+
+
 @pytest.mark.parametrize("kw,needle", [
     ({"preset": "turbo"}, "--preset 'turbo'"), ({"optimizer": "lion"}, "--optimizer 'lion'"),
     ({"scheduler": "step"}, "--scheduler 'step'"), ({"epochs": 0}, "--epochs must be at least 1"),

@@ -18,6 +18,30 @@ def test_registry_has_the_lesson_models():
                                   "resnet50", "googlenet", "efficientnet_b0", "fastcnn"}
 
 
+def test_lazy_models_are_exactly_what_their_module_registers():
+    import importlib
+
+    from cnnkit.models import _registry
+
+    for module in set(_registry._LAZY.values()):
+        importlib.import_module(module)
+    declared = {n for n, m in _registry._LAZY.items()}
+    registered_by_lazy_modules = {n for n, fn in _registry._MODELS.items()
+                                  if fn.__module__ in set(_registry._LAZY.values())}
+    assert declared == registered_by_lazy_modules
+
+
+def test_training_a_small_model_does_not_import_torchvision():
+    """torchvision's import costs 1.4 s of every command; only the classic architectures need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cnnkit, cnnkit.cli.train; from cnnkit import create_model; create_model('fastcnn'); "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 @pytest.mark.parametrize("shape", SIZES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("name", list_models())
 def test_forward_backward(name, shape):
