@@ -38,6 +38,13 @@ def read_idx_gz(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def write_idx(path: Path, arr: np.ndarray, gz: bool = False) -> None:
+    """Write an array as an IDX file (the MNIST format), gzipped or not: the inverse of `read_idx_gz`."""
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data, compresslevel=1) if gz else data)
+
+
 @pytest.fixture(scope="session")
 def fmnist_small(fmnist_dir):
     """The first 3,000 training and 600 test images of the real Fashion-MNIST files."""

@@ -1,6 +1,5 @@
 """Every data source on real files in their real formats: the shared Fashion-MNIST IDX files, and small
 CIFAR batches, IDX files, folders and CSVs the tests write."""
-import gzip
 import os
 import pickle
 import shutil
@@ -14,6 +13,7 @@ from PIL import Image
 from cnnkit.data import BadImagesError, load_data
 from cnnkit.data.sources import read_idx
 from cnnkit.errors import CnnkitError, UnknownNameError
+from conftest import write_idx
 
 
 def test_digits_split_is_fixed_and_stratified():
@@ -38,12 +38,6 @@ def test_idx_reader_matches_torchvision_on_its_own_layout(tmp_path, fmnist_small
     xtr, ytr, xte, yte = fmnist_small
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-
-    def write_idx(path, arr, gz=False):
-        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
-        data = header + arr.astype(np.uint8).tobytes()
-        path.write_bytes(gzip.compress(data) if gz else data)
-
     write_idx(raw / "train-images-idx3-ubyte", xtr)
     write_idx(raw / "train-labels-idx1-ubyte", ytr)
     write_idx(raw / "t10k-images-idx3-ubyte", xte)
