@@ -155,3 +155,18 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     with pytest.raises(OSError):
         atomic_write(target, broken)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_model_json_pins_the_architecture_and_a_mismatch_is_named(tmp_path):
+    """model.json keeps every builder argument (defaults too), so a later change of a default cannot change
+    what an old run loads as; weights of another shape fail with one line, not a traceback."""
+    run = tmp_path / "run"
+    cnnkit.train("digits", model="fastcnn", epochs=1, out=str(run), quiet=True, report=False)
+    meta = json.loads((run / "model.json").read_text())
+    kwargs = meta["model"]["kwargs"]
+    assert kwargs["widths"] == [24, 32, 128] and kwargs["dropout"] == 0.1 and kwargs["stem_stride"] == 2
+    assert cnnkit.load_model(run).model.block3[0].out_channels == 128
+    kwargs["widths"] = [24, 48, 96]  # as if the weights came from another architecture
+    (run / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CnnkitError, match=r"does not match the architecture in model.json \(size mismatch for block2"):
+        cnnkit.load_model(run)
