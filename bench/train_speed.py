@@ -12,7 +12,7 @@ t10k is checked after every epoch with the clock paused. Time counts from the co
 loading included, Python start-up and imports excluded) to the end of the epoch that first reaches the
 target. Prints a table last and writes bench/results/train_speed.json.
 
-    python bench/train_speed.py            # all five, ~30 min on 2 cores
+    python bench/train_speed.py            # all five, (a) as a command 3 times: ~20 min on 2 cores
     python bench/train_speed.py --quick    # a short check: 12k images, 1-2 epochs, target 0.80 (train_speed_quick.json)
 """
 from __future__ import annotations

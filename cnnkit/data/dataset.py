@@ -79,7 +79,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     """
     y = np.asarray(y)
     rng = np.random.default_rng(seed)
-    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     n_val = min(math.ceil(fraction * len(y)), len(y) - 1)
     quota = counts * n_val / len(y)
     take = np.floor(quota).astype(int)
