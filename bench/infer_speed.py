@@ -1,8 +1,9 @@
 """Inference speed: single-image latency (p50, p99) and batch throughput, eager vs torch.compile vs ONNX Runtime.
 
 Models: simplecnn_bn and resnet18 at 1×28×28, 3×32×32 and 3×224×224 (random weights: speed does not depend
-on their values). Every engine's output is checked against eager before it is timed. Prints a table last and
-writes bench/results/infer_speed.json.
+on their values). Every engine does the same work, the exported model's: 0–255 pixels in, normalisation
+(mean 0.5, std 0.25 per channel), then the network. Every engine's output is checked against eager before it
+is timed. Prints a table last and writes bench/results/infer_speed.json.
 
     python bench/infer_speed.py            # ~10 min on 2 cores (torch.compile compiles 12 graphs)
     python bench/infer_speed.py --quick    # fewer repeats, no 224×224
@@ -47,6 +48,7 @@ def main() -> int:
 
     import cnnkit
     from cnnkit.export import export_model, onnx_session
+    from cnnkit.preprocess import Preprocess
 
     tmp = Path(tempfile.mkdtemp())
     rows, results = [], []
@@ -56,8 +58,10 @@ def main() -> int:
         repeats = (20 if big else 100) if args.quick else (60 if big else 300)
         batch = 16 if big else 128
         torch.manual_seed(0)
-        model = cnnkit.create_model(name, num_classes=10, in_channels=shape[0], input_size=shape[1:]).eval()
-        x1, xb = torch.randn(1, *shape), torch.randn(batch, *shape)
+        net = cnnkit.create_model(name, num_classes=10, in_channels=shape[0], input_size=shape[1:]).eval()
+        pre = Preprocess(shape[0], shape[1:], (0.5,) * shape[0], (0.25,) * shape[0])
+        model = torch.nn.Sequential(pre.module(), net).eval()  # what the ONNX file holds
+        x1, xb = torch.rand(1, *shape) * 255, torch.rand(batch, *shape) * 255
         with torch.inference_mode():
             ref1, refb = model(x1), model(xb)
         engines = {}
@@ -79,7 +83,7 @@ def main() -> int:
             compile_s = time.perf_counter() - t0
             engines["torch.compile"] = comp
         onnx_path = tmp / f"{name}-{shape[1]}.onnx"
-        export_model(model, shape[0], shape[1:], onnx_path, "onnx")
+        export_model(net, pre, onnx_path, "onnx", classes=[str(i) for i in range(10)])
         sess = onnx_session(onnx_path)
         iname = sess.get_inputs()[0].name
         engines["onnxruntime"] = lambda x: torch.from_numpy(sess.run(None, {iname: x.numpy()})[0])

@@ -1,5 +1,8 @@
 """The Python API under the CLI: `train`, `resume`, `evaluate`, `load_model`.
 
+`train` and `resume` are one code path (`_fit`): a resumed run loads its data through the split it saved and
+the preprocessing it recorded, then continues the same loop; `resume(run, epochs=N)` extends it.
+
 >>> import cnnkit, tempfile
 >>> result = cnnkit.train(data='digits', epochs=1, out=tempfile.mkdtemp() + '/run', quiet=True)
 >>> sorted(result)[:3]
@@ -13,31 +16,20 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import fields
-from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from .data import load_data
-from .data.images import open_image, to_array
-from .data.transforms import normalize
 from .engine import callbacks as cbs
-from .engine import checkpoint as ckpt
-from .engine.config import TrainConfig
-from .engine.trainer import Trainer, pick_device
-from .errors import CnnkitError
+from .engine.config import TrainConfig, apply_preset, resolve
+from .engine.trainer import Trainer
+from .errors import CnnkitError, UnknownNameError
+from .run import Predictor, load_run_data
+from .run import format as fmt
 
-
-def _default_run_dir(cfg: TrainConfig, data_name: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in data_name)
-    base = Path("runs") / f"{safe}-{cfg.model}-{stamp}"
-    path, i = base, 2
-    while path.exists():
-        path, i = Path(f"{base}-{i}"), i + 1
-    return path
+TrainedModel = Predictor  # the name this class had before it became the one Predictor
 
 
 def _callbacks(cfg: TrainConfig, quiet: bool, log_stream) -> list[cbs.Callback]:
@@ -61,32 +53,78 @@ def train(data: str = "digits", *, quiet: bool = False, log_stream=None, callbac
 
         close = difflib.get_close_matches(bad[0], names, n=1)
         raise CnnkitError(f"unknown training option {bad[0]!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-    from .engine.config import apply_preset
-
     cfg = apply_preset(TrainConfig(data=data, **options))
     if cfg.model is not None:
         from .models import list_models
-        from .errors import UnknownNameError
 
         if cfg.model not in list_models():
             raise UnknownNameError("model", cfg.model, list_models())
-    if cfg.out and (Path(cfg.out) / ckpt.META).exists():
+    if cfg.out and ((Path(cfg.out) / fmt.META).exists() or (Path(cfg.out) / fmt.STATE).exists()):
         raise CnnkitError(f"{cfg.out} already holds a run; pick another --out, or --resume {cfg.out} to continue it")
-    ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                   on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, download=cfg.download)
-    log = log_stream or sys.stdout
-    if not quiet:
-        print(ds.describe(), file=log, flush=True)
-    from .engine.config import resolve
+    return _fit(cfg, None, None, quiet=quiet, log_stream=log_stream, callbacks=callbacks, start=start)
 
-    resolved = resolve(cfg, n_train=len(ds.train), size=ds.size)  # the Trainer's resolve() leaves it as it is
-    run_dir = Path(cfg.out) if cfg.out else _default_run_dir(resolved, ds.name)
+
+def resume(run_dir: str | Path, *, data: str | None = None, epochs: int | None = None, device: str | None = None,
+           patience: int | None = None, report: bool | None = None, quiet: bool = False, log_stream=None,
+           callbacks: Sequence[cbs.Callback] = ()) -> dict:
+    """Continue a run from its train_state.pt, with its saved split and preprocessing. `epochs=N` extends it
+    to N epochs in all (a finished run too); `data` points at a moved data folder."""
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CnnkitError(f"--resume {run_dir}: no such run directory")
+    state = fmt.load_state(run_dir / fmt.STATE)
+    try:
+        cfg = TrainConfig.from_dict(state["config"])
+    except (TypeError, ValueError) as e:
+        raise CnnkitError(f"{run_dir / fmt.STATE}: its 'config' is malformed ({e})") from None
+    changes = {k: v for k, v in (("data", data), ("epochs", epochs), ("device", device), ("patience", patience),
+                                 ("report", report)) if v is not None}
+    cfg = cfg.replace(**changes)
+    done = int(state["epoch"])
+    if epochs is not None and epochs < done:
+        raise CnnkitError(f"--epochs {epochs}: {run_dir} has already trained {done} epochs; give more than that")
+    if done >= (cfg.epochs or 0):
+        raise CnnkitError(f"{run_dir} already finished its {cfg.epochs} epochs; add --epochs N (more than {done}) "
+                          "to train it further")
+    return _fit(cfg, run_dir, state, quiet=quiet, log_stream=log_stream, callbacks=callbacks, start=start)
+
+
+def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: bool, log_stream, callbacks,
+         start: float) -> dict:
+    log = log_stream or sys.stdout
+    if state is None:
+        ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                       on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, download=cfg.download,
+                       mode=cfg.data_mode, log=log)
+    else:  # resuming: the same images, split and preprocessing as when the run started
+        meta = fmt.read_meta(run_dir) if (run_dir / fmt.META).is_file() else None
+        from .preprocess import Preprocess
+
+        prep = Preprocess.from_dict(meta["preprocess"]) if meta else None
+        ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                       on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, mode=cfg.data_mode,
+                       manifest=fmt.read_split(run_dir), preprocess=prep, log=log)
+    if not quiet:
+        print(ds.describe() + f" ({'in memory' if ds.mode == 'memory' else 'streamed from the image cache'})",
+              file=log, flush=True)
+    resolved = resolve(cfg, n_train=len(ds.train), size=ds.size)
+    if run_dir is None:
+        run_dir = fmt.claim_run_dir(cfg.out, f"{ds.name}-{resolved.model}")
     trainer = Trainer(resolved, ds, run_dir=run_dir, callbacks=[*_callbacks(resolved, quiet, log), *callbacks])
+    if state is not None:
+        trainer.load_state(state)
     if not quiet:
         t = trainer.cfg
+        flips = "flips" if t.flips else "no flips"
+        why = "" if cfg.flips is not None else f" ({ds.flips_reason}; --{'no-' if t.flips else ''}flips to change)"
         print(f"model {t.model} ({sum(p.numel() for p in trainer.model.parameters()):,} params) on {trainer.device}, "
               f"{t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr:g}, {t.scheduler}, "
-              f"augment {t.augment}; run dir {run_dir}", file=log, flush=True)
+              f"augment {t.augment}, {flips}{why if t.augment == 'standard' else ''}; run dir {run_dir}",
+              file=log, flush=True)
+        if state is not None:
+            print(f"resuming {run_dir} after epoch {trainer.epoch}/{t.epochs} (best val_acc "
+                  f"{trainer.best_val_acc:.4f} at epoch {trainer.best_epoch})", file=log, flush=True)
     result = trainer.fit()
     result["seconds"] = round(time.perf_counter() - start, 2)  # start to the last checkpoint
     if trainer.cfg.report and trainer.best_epoch:
@@ -94,128 +132,10 @@ def train(data: str = "digits", *, quiet: bool = False, log_stream=None, callbac
     return result
 
 
-def resume(run_dir: str | Path, *, data: str | None = None, quiet: bool = False, log_stream=None,
-           callbacks: Sequence[cbs.Callback] = ()) -> dict:
-    """Continue a run from its train_state.pt (same config; `data` may point at a moved data folder)."""
-    start = time.perf_counter()
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CnnkitError(f"--resume {run_dir}: no such run directory")
-    state = ckpt.load_state(run_dir / ckpt.STATE)
-    cfg = TrainConfig.from_dict(state["config"])
-    if data:
-        cfg = cfg.replace(data=data)
-    if int(state["epoch"]) >= cfg.epochs:
-        raise CnnkitError(f"{run_dir} already finished its {cfg.epochs} epochs; nothing to resume")
-    ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                   on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels)
-    log = log_stream or sys.stdout
-    trainer = Trainer(cfg, ds, run_dir=run_dir, callbacks=[*_callbacks(cfg, quiet, log), *callbacks])
-    trainer.load_state(state)
-    if not quiet:
-        print(f"resuming {run_dir} after epoch {trainer.epoch}/{cfg.epochs} (best val_acc "
-              f"{trainer.best_val_acc:.4f} at epoch {trainer.best_epoch})", file=log, flush=True)
-    result = trainer.fit()
-    result["seconds"] = round(time.perf_counter() - start, 2)
-    if trainer.cfg.report and trainer.best_epoch:
-        _write_report(result, run_dir, ds, log)
-    return result
-
-
-class TrainedModel:
-    """A trained model with everything needed to use it: classes and preprocessing travel with it.
-
-    `predict(images)` takes file paths, PIL images or C×H×W uint8 arrays and returns, per image, the
-    top-k (class, probability) pairs.
-    """
-
-    def __init__(self, run_dir: str | Path, device: str = "cpu", engine: str = "torch"):
-        if engine not in ("torch", "onnx"):
-            raise CnnkitError(f"--engine {engine!r} is not one of torch, onnx")
-        self.engine = engine
-        self.run_dir = Path(run_dir)
-        self.meta = ckpt.read_meta(self.run_dir)
-        self.classes: list[str] = list(self.meta["classes"])
-        inp = self.meta["input"]
-        self.channels, self.size = int(inp["channels"]), tuple(int(v) for v in inp["size"])
-        self.mean, self.std = inp["mean"], inp["std"]
-        self.device = pick_device(device)
-        self.model = ckpt.build_model(self.meta)
-        ckpt.load_weights(self.model, self.run_dir / ckpt.WEIGHTS)
-        self.model.to(self.device).eval()
-        self.session = self._onnx_session() if engine == "onnx" else None
-
-    def _onnx_session(self):
-        """RUN_DIR/model.onnx, exported (and checked against eager) when missing or older than the weights."""
-        from .export import export_model, onnx_session
-
-        onnx_path = self.run_dir / "model.onnx"
-        weights = self.run_dir / ckpt.WEIGHTS
-        if not onnx_path.is_file() or onnx_path.stat().st_mtime < weights.stat().st_mtime:
-            export_model(self.model, self.channels, self.size, onnx_path, "onnx")
-        return onnx_session(onnx_path)
-
-    def preprocess(self, images) -> torch.Tensor:
-        """Paths / PIL images / uint8 arrays → the normalised N×C×H×W batch, exactly as in training."""
-        arrays = []
-        for im in images:
-            if isinstance(im, (str, Path)):
-                im = open_image(im)
-            if isinstance(im, np.ndarray):
-                a = im if im.ndim == 3 else im[None]
-                if a.shape != (self.channels, *self.size):
-                    raise CnnkitError(f"array of shape {a.shape} does not match the model's input "
-                                      f"{(self.channels, *self.size)}")
-                arrays.append(a.astype(np.uint8))
-            else:
-                arrays.append(to_array(im, self.channels, self.size))
-        x = torch.from_numpy(np.stack(arrays)).to(self.device)
-        return normalize(x, self.mean, self.std)
-
-    @torch.no_grad()
-    def predict_proba(self, images) -> torch.Tensor:
-        x = self.preprocess(images)
-        if self.session is not None:
-            logits = torch.from_numpy(self.session.run(None, {self.session.get_inputs()[0].name: x.cpu().numpy()})[0])
-        else:
-            logits = self.model(x)
-        return torch.softmax(logits.float(), 1).cpu()
-
-    def predict(self, images, top_k: int = 1) -> list[list[tuple[str, float]]]:
-        probs = self.predict_proba(images)
-        k = max(1, min(top_k, len(self.classes)))
-        top = probs.topk(k, dim=1)
-        return [[(self.classes[i], float(p)) for p, i in zip(ps.tolist(), ix.tolist())]
-                for ps, ix in zip(top.values, top.indices)]
-
-
-def load_model(run_dir: str | Path, device: str = "cpu", engine: str = "torch") -> TrainedModel:
-    """Load a run directory's best model (safetensors weights + JSON metadata; no pickle).
+def load_model(run_dir: str | Path, device: str = "cpu", engine: str = "torch") -> Predictor:
+    """Load a run directory's best model (safetensors weights + validated JSON metadata; no pickle).
     `engine='onnx'` runs it with ONNX Runtime (exporting RUN_DIR/model.onnx first if needed)."""
-    return TrainedModel(run_dir, device=device, engine=engine)
-
-
-def load_run_data(tm: TrainedModel, spec: str | None = None):
-    """The data a run was trained on (or `spec`), loaded as in training: the same split seed, validation
-    fraction, size and normalisation, checked against the model's classes and input."""
-    train_cfg = tm.meta.get("train", {})
-    spec = spec or tm.meta.get("data", {}).get("spec")
-    if not spec:
-        raise CnnkitError(f"{tm.run_dir}/model.json names no data set; pass one (--data SPEC)")
-    ds = load_data(spec, img_size=tm.size[0] if tm.size[0] == tm.size[1] else None,
-                   val_fraction=tm.meta.get("data", {}).get("val_fraction"), seed=int(train_cfg.get("seed", 0)),
-                   on_bad_image=train_cfg.get("on_bad_image", "fail"), mean=tm.mean, std=tm.std)
-    check_run_data(ds, tm)
-    return ds
-
-
-def check_run_data(ds, tm: TrainedModel) -> None:
-    """The data must have the model's classes and input shape."""
-    if ds.classes != tm.classes:
-        raise CnnkitError(f"the data's classes {ds.classes[:5]}… differ from the model's {tm.classes[:5]}…")
-    if (ds.channels, *ds.size) != (tm.channels, *tm.size):
-        raise CnnkitError(f"the data is {ds.channels}x{ds.size[0]}x{ds.size[1]}, the model takes "
-                          f"{tm.channels}x{tm.size[0]}x{tm.size[1]}")
+    return Predictor.from_run(run_dir, device=device, engine=engine)
 
 
 def _write_report(result: dict, run_dir: Path, ds, log) -> None:
@@ -228,26 +148,38 @@ def _write_report(result: dict, run_dir: Path, ds, log) -> None:
         print(f"warning: report.html not written: {e}", file=log)
 
 
+SPLITS = ("test", "val", "train", "all")
+
+
 def evaluate(run_dir: str | Path, data: str | None = None, *, split: str | None = None, top_k: int = 5,
              plot: bool = True) -> dict:
-    """Metrics of a run's best model on a split (default: test if the data has one, else val)."""
+    """Metrics of a run's best model on a split. The run's own data: its saved split (default test if it has
+    one, else val). Other data (`data`): that data's test split, or all of it with split='all' (the default
+    when it has no test split)."""
     from .metrics import classification_report, plot_confusion_matrix
 
-    tm = load_model(run_dir)
-    ds = load_run_data(tm, data)
-    split = split or ("test" if "test" in ds.splits else "val")
-    s = ds.split(split)
-    probs = []
-    with torch.no_grad():
-        for i in range(0, len(s), 512):
-            x = normalize(s.x[i:i + 512].to(tm.device), tm.mean, tm.std)
-            probs.append(torch.softmax(tm.model(x).float(), 1).cpu())
-    probs_t = torch.cat(probs)
-    rep = classification_report(s.y.numpy(), probs_t.numpy(), tm.classes, top_k=top_k)
-    rep.update(split=split, data=ds.spec, run_dir=str(run_dir))
+    if split is not None and split not in SPLITS:
+        raise CnnkitError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
+    pred = load_model(run_dir)
+    own = data is None or data == pred.meta.get("data", {}).get("spec")
+    ds = load_run_data(pred, None if own else data)
+    default = "test" if "test" in ds.splits else ("val" if own else "all")
+    split = split or default
+    if split == "all":
+        parts = [ds.splits[k] for k in ("train", "val", "test") if k in ds.splits]
+        ys = torch.cat([s.y for s in parts])
+        probs = torch.cat([pred.probs_split(s) for s in parts])
+        used = ", ".join(f"{k} {len(v):,}" for k, v in ds.splits.items())
+    else:
+        s = ds.split(split)
+        ys, probs = s.y, pred.probs_split(s)
+        used = f"{split} {len(s):,}"
+    rep = classification_report(ys.numpy(), probs.numpy(), pred.classes, top_k=top_k)
+    how = "the run's saved split" if own and fmt.read_split(run_dir) is not None else "the data's own splits"
+    rep.update(split=split, data=ds.spec, run_dir=str(run_dir), images=f"{used} ({how})")
     if plot:
         png = Path(run_dir) / f"confusion_matrix_{split}.png"
-        plot_confusion_matrix(rep["confusion_matrix"], tm.classes, png,
-                              title=f"{tm.meta['model']['name']} on {ds.name} {split}: accuracy {rep['accuracy']:.4f}")
+        plot_confusion_matrix(rep["confusion_matrix"], pred.classes, png,
+                              title=f"{pred.name} on {ds.name} {split}: accuracy {rep['accuracy']:.4f}")
         rep["confusion_matrix_png"] = str(png)
     return rep

@@ -1,74 +1,212 @@
-"""Export a trained run for serving: ONNX (with a dynamic batch axis) or TorchScript, checked against eager.
+"""Export a trained network for serving: ONNX (dynamic batch) or TorchScript, self-describing, checked against eager.
 
-ONNX goes through `torch.onnx.export` (the dynamo exporter); ONNX Runtime runs it (`predict --engine onnx`).
-Every export is verified before it is kept: the exported model and the eager one are run on the same
-random batch and must agree to 1e-4, or nothing is written.
+The exported graph is `nn.Sequential(preprocess.module(), model)`: it takes float32 N×C×H×W pixels in 0–255
+and does the mean/std normalisation itself, so a consumer with onnxruntime and PIL alone resizes the image
+(`ImageOps.fit`, bilinear), feeds the pixels and gets the logits cnnkit's own Predictor gets. What the consumer
+needs besides the graph travels in the file:
+- ONNX: `metadata_props` (onnxruntime: `session.get_modelmeta().custom_metadata_map`) with `cnnkit.classes`
+  (JSON list), `cnnkit.preprocess` (JSON of `Preprocess.to_dict()`), `cnnkit.input` (one line for humans)
+  and `cnnkit.version`;
+- TorchScript: the extra file `cnnkit.json`, `{"classes", "preprocess", "input", "version"}`
+  (`torch.jit.load(path, _extra_files={"cnnkit.json": ""})`).
+
+Every export is verified before it is kept: the exported file and the eager model run the same random 0–255
+batches (two batch sizes) and must agree to 1e-4; otherwise nothing is written (an older file stays as it was).
+`OnnxModel` reads such a file back: `OnnxModel(path).logits(uint8_batch)`.
 """
 from __future__ import annotations
 
-import os
+import copy
+import json
 import warnings
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from ._io import atomic_write
 from .errors import CnnkitError
+from .preprocess import Preprocess
 
 FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".ts")}
 TOLERANCE = 1e-4
+EXTRA_FILE = "cnnkit.json"  # TorchScript's metadata file name
+# A run directory's own files (one that holds model.json is a run): an export must never replace them.
+RUN_FILES = ("model.safetensors", "model.json", "train_state.pt", "split.json", "report.html")
+_REEXPORT = "re-export it with this cnnkit (cnnkit export RUN_DIR --format onnx)"
 
 
-def _example(channels: int, size, batch: int = 2, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, channels, *size, generator=g)
+def describe_input(pre: Preprocess) -> str:
+    """The one-line description stored as `cnnkit.input`."""
+    (h, w), c = pre.size, pre.channels
+    colour = "grayscale" if c == 1 else "RGB"
+    resize = {"fit": f"resize to cover {h}×{w} keeping the aspect ratio, centre-crop to {h}×{w} "
+                     f"(PIL ImageOps.fit, bilinear)"}[pre.resize]
+    return f"float32 N×{c}×{h}×{w} {colour} pixels 0-255: {resize}; the mean/std normalisation is inside the model"
 
 
-def export_model(model: torch.nn.Module, channels: int, size, path: str | Path, fmt: str) -> dict:
-    """Export `model` (eval mode) for C×H×W inputs to `path`; returns {'path', 'format', 'max_abs_diff'}."""
+def metadata(pre: Preprocess, classes: Sequence[str]) -> dict:
+    """What an exported file carries besides the graph (as Python values; ONNX stores each as a string)."""
+    from ._version import __version__
+
+    return {"classes": list(classes), "preprocess": pre.to_dict(), "input": describe_input(pre),
+            "version": __version__}
+
+
+def read_metadata(meta: Mapping[str, str], where: str) -> tuple[list[str], Preprocess]:
+    """ONNX `custom_metadata_map` → (classes, preprocess); missing or malformed → one CnnkitError line."""
+    try:
+        classes = json.loads(meta["cnnkit.classes"])
+        pre_dict = json.loads(meta["cnnkit.preprocess"])
+    except KeyError as e:
+        raise CnnkitError(f"{where} has no {e.args[0]} metadata (not exported by this cnnkit); {_REEXPORT}") from None
+    except (TypeError, ValueError) as e:
+        raise CnnkitError(f"{where}: its cnnkit metadata is not valid JSON ({e}); {_REEXPORT}") from None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise CnnkitError(f"{where}: cnnkit.classes must be a non-empty JSON list of strings; {_REEXPORT}")
+    try:
+        pre = Preprocess.from_dict(pre_dict, where="cnnkit.preprocess")
+    except CnnkitError as e:
+        raise CnnkitError(f"{where}: {e}; {_REEXPORT}") from None
+    return classes, pre
+
+
+def check_out(out: str | Path, fmt: str) -> Path:
+    """Refuse an output path that would replace a run's own files, or whose suffix does not fit `fmt`."""
     if fmt not in FORMATS:
         raise CnnkitError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
-    model = model.eval().cpu()
-    x = _example(channels, size)
+    out = Path(out)
+    real = out.resolve()  # a symlink or '..' must not sneak past the check below
+    if real.name in RUN_FILES and (real.parent / "model.json").is_file():
+        raise CnnkitError(f"--out {out} is the run's own {real.name} in {real.parent}; pick another --out")
+    if real.is_dir():
+        raise CnnkitError(f"--out {out} is a directory; pick a file name such as {out / ('model' + SUFFIXES[fmt][0])}")
+    if out.suffix.lower() not in SUFFIXES[fmt]:
+        raise CnnkitError(f"--out {out} does not end in {' or '.join(SUFFIXES[fmt])} as --format {fmt} files do; "
+                          f"pick another --out")
+    return out
+
+
+def _pixels(pre: Preprocess, batch: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, pre.channels, *pre.size, generator=g) * 255.0
+
+
+def export_model(model: nn.Module, preprocess: Preprocess, path: str | Path, fmt: str, *,
+                 classes: Sequence[str]) -> dict:
+    """Export `preprocess.module()` + `model` to `path` (ONNX or TorchScript), verified against eager.
+
+    `model` is the bare network (normalised input, as trained); it is copied, not moved or switched to eval.
+    Returns {'path', 'format', 'max_abs_diff', 'input', 'classes'}.
+    """
+    path = check_out(path, fmt)
+    if not isinstance(preprocess, Preprocess):
+        raise CnnkitError(f"preprocess must be a cnnkit Preprocess, got {type(preprocess).__name__}")
+    classes = list(classes)
+    net = nn.Sequential(preprocess.module(), copy.deepcopy(model)).cpu().eval()
+    batches = [_pixels(preprocess, 2, 0), _pixels(preprocess, 3, 1)]  # two sizes: the batch axis is dynamic
     with torch.no_grad():
-        ref = model(x)
-    path = Path(path)
-    if fmt == "onnx":
-        def write(tmp: str) -> None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                batch = torch.export.Dim("batch", min=1, max=4096)
-                program = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
-                                            dynamic_shapes={"x": {0: batch}}, verbose=False)
-                program.save(tmp)
-        atomic_write(path, write)
-        session = onnx_session(path)
-        x3 = _example(channels, size, batch=3, seed=1)  # another batch size: the batch axis is dynamic
-        with torch.no_grad():
-            ref3 = model(x3).numpy()
-        got = session.run(None, {session.get_inputs()[0].name: x3.numpy()})[0]
-        diff = float(np.abs(got - ref3).max())
-    else:
-        with torch.no_grad():
-            traced = torch.jit.trace(model, x, check_trace=False)
-        atomic_write(path, lambda tmp: torch.jit.save(traced, tmp))
-        loaded = torch.jit.load(str(path))
-        with torch.no_grad():
-            diff = float((loaded(x) - ref).abs().max())
-    if not diff <= TOLERANCE:
-        os.unlink(path)
-        raise CnnkitError(f"the {fmt} export differs from the eager model by {diff:.2e} (> {TOLERANCE}); not kept")
-    return {"path": str(path), "format": fmt, "max_abs_diff": diff}
+        refs = [net(x) for x in batches]
+    if refs[0].ndim != 2 or refs[0].shape[1] != len(classes):
+        raise CnnkitError(f"the model gives {tuple(refs[0].shape[1:])} outputs per image but {len(classes)} class "
+                          f"names were given; pass one name per output")
+    if not all(isinstance(c, str) for c in classes):
+        raise CnnkitError(f"class names must be strings, got {classes[:5]}")
+    meta = metadata(preprocess, classes)
+    diffs: list[float] = []
+
+    def verify(outs) -> None:
+        diffs.append(max(float(np.abs(np.asarray(o) - r.numpy()).max()) for o, r in zip(outs, refs)))
+        if not diffs[-1] <= TOLERANCE:  # raising inside atomic_write's callback: the file is never written
+            raise CnnkitError(f"the {fmt} export differs from the eager model by {diffs[-1]:.2e} "
+                              f"(> {TOLERANCE}); not kept")
+
+    def write(tmp: str) -> None:
+        if fmt == "onnx":
+            _write_onnx(net, batches[0], tmp, meta)
+            session = onnx_session(tmp)
+            verify([session.run(None, {"pixels": x.numpy()})[0] for x in batches])
+        else:
+            extra = {EXTRA_FILE: ""}
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # TorchScript's deprecation notices and shape-check TracerWarnings
+                traced = torch.jit.trace(net, batches[0], check_trace=False)
+                torch.jit.save(traced, tmp, _extra_files={EXTRA_FILE: json.dumps(meta)})
+                loaded = torch.jit.load(tmp, _extra_files=extra)
+            if json.loads(extra[EXTRA_FILE]) != meta:
+                raise CnnkitError(f"{path}: the saved {EXTRA_FILE} did not read back as written; not kept")
+            with torch.no_grad():
+                verify([loaded(x) for x in batches])
+
+    atomic_write(path, write)
+    return {"path": str(path), "format": fmt, "max_abs_diff": diffs[-1], "input": meta["input"],
+            "classes": classes}
+
+
+def _write_onnx(net: nn.Module, x: torch.Tensor, tmp: str, meta: dict) -> None:
+    import onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.onnx.export(net, (x,), dynamo=True, input_names=["pixels"], output_names=["logits"],
+                                    dynamic_shapes=({0: batch},), verbose=False)
+        program.save(tmp)
+    proto = onnx.load(tmp)
+    # Strings only in ONNX metadata: the lists and objects as JSON, the rest as they are.
+    onnx.helper.set_model_props(proto, {f"cnnkit.{k}": v if isinstance(v, str) else json.dumps(v)
+                                        for k, v in meta.items()})
+    onnx.save(proto, tmp)
 
 
 def onnx_session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session for `path`; an unreadable file is one CnnkitError line."""
     import onnxruntime as ort
 
+    if not Path(path).is_file():
+        raise CnnkitError(f"{path}: no such ONNX file; export one with cnnkit export RUN_DIR --format onnx")
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
-        raise CnnkitError(f"{path} is not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CnnkitError(f"{path} is not a loadable ONNX model ({first}); {_REEXPORT}") from None
+
+
+class OnnxModel:
+    """An exported ONNX file, run by onnxruntime, with the classes and preprocessing it carries.
+
+    `logits(x)` takes N×C×H×W pixels, uint8 or float in 0–255 (what `preprocess.load` gives, stacked).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self.path = Path(path)
+        self.session = onnx_session(self.path, threads)
+        self.classes, self.preprocess = read_metadata(self.session.get_modelmeta().custom_metadata_map,
+                                                      str(self.path))
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.input_name = inp.name
+        want = [self.preprocess.channels, *self.preprocess.size]
+        # Static dimensions in the graph must agree with the metadata, or one of them was edited.
+        if any(isinstance(d, int) and d != w for d, w in zip(inp.shape[1:], want)) or \
+                (len(out.shape) == 2 and isinstance(out.shape[1], int) and out.shape[1] != len(self.classes)):
+            raise CnnkitError(f"{self.path}: the graph's input {inp.shape} / output {out.shape} does not match its "
+                              f"metadata ({want}, {len(self.classes)} classes); {_REEXPORT}")
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        want = (self.preprocess.channels, *self.preprocess.size)
+        if not torch.is_tensor(x) or x.ndim != 4 or tuple(x.shape[1:]) != want:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise CnnkitError(f"{self.path} takes N×{'×'.join(map(str, want))} pixels 0-255, got {shape}")
+        if not (x.dtype == torch.uint8 or x.is_floating_point()):
+            raise CnnkitError(f"{self.path} takes uint8 or float pixels 0-255, got {x.dtype}")
+        a = np.ascontiguousarray(x.detach().cpu().to(torch.float32).numpy())
+        return torch.from_numpy(self.session.run(None, {self.input_name: a})[0]).float()
+
+    def __repr__(self) -> str:
+        return f"OnnxModel({str(self.path)!r}, {len(self.classes)} classes, {describe_input(self.preprocess)})"

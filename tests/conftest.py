@@ -1,4 +1,3 @@
-import gzip
 import os
 from pathlib import Path
 
@@ -6,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from idx_files import read_idx_gz, write_idx  # noqa: F401  (tests/ is on sys.path, as for conftest)
 
 # Two pytest-xdist workers on two cores: one torch thread and one BLAS thread each, or they fight over the
 # cores (an oversubscribed OpenBLAS can turn a 2 ms NumPy matmul into a second).
@@ -29,20 +30,6 @@ def fmnist_dir() -> Path:
     if not FMNIST.is_dir():
         pytest.skip(f"{FMNIST} is not here")
     return FMNIST
-
-
-def read_idx_gz(path: Path) -> np.ndarray:
-    raw = gzip.decompress(path.read_bytes())
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def write_idx(path: Path, arr: np.ndarray, gz: bool = False) -> None:
-    """Write an array as an IDX file (the MNIST format), gzipped or not: the inverse of `read_idx_gz`."""
-    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
-    data = header + arr.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data, compresslevel=1) if gz else data)
 
 
 @pytest.fixture(scope="session")

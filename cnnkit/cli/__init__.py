@@ -52,7 +52,7 @@ def _commands() -> list:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnkit", description="Convolutional neural networks: train, evaluate, explain.")
-    from .. import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

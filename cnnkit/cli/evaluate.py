@@ -9,9 +9,10 @@ HELP = "evaluate a trained run on a data split"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", default=None, metavar="SPEC", help="default: the data the run was trained on")
-    p.add_argument("--split", choices=("test", "val", "train"), default=None,
-                   help="default: test when the data has one, else val")
+    p.add_argument("--data", default=None, metavar="SPEC",
+                   help="default: the data the run was trained on, split as saved in RUN_DIR/split.json")
+    p.add_argument("--split", choices=("test", "val", "train", "all"), default=None,
+                   help="default: test when the data has one; else val (the run's data) or all (other data)")
     p.add_argument("--top-k", type=int, default=5, metavar="K")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rep)
         return 0
-    print(f"{rep['data']} / {rep['split']}: {rep['n']:,} images")
+    print(f"{rep['data']} / {rep['split']}: {rep['n']:,} images ({rep['images']})")
     print(format_report(rep, list(rep["per_class"])))
     print(f"confusion matrix image: {rep['confusion_matrix_png']}")
     return 0

@@ -1,31 +1,40 @@
-"""`cnnkit export RUN_DIR --format onnx|torchscript --out FILE`: a servable model, checked equal to eager."""
+"""`cnnkit export RUN_DIR --format onnx|torchscript [--out FILE]`: a self-describing servable model.
+
+The file takes float32 N×C×H×W pixels in 0–255 (normalisation inside) and carries the class names and the
+preprocessing, so onnxruntime alone can use it; it is checked equal to the run's eager model to 1e-4.
+"""
 from __future__ import annotations
 
 import argparse
 
 NAME = "export"
-HELP = "export a trained run to ONNX (dynamic batch) or TorchScript, verified against eager to 1e-4"
+HELP = "export a run to ONNX (dynamic batch) or TorchScript that takes 0-255 pixels, verified against eager"
+DEFAULT_NAMES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    p.add_argument("--out", default=None, metavar="FILE", help="default: RUN_DIR/model.onnx or RUN_DIR/model.pt")
+    p.add_argument("--format", choices=tuple(DEFAULT_NAMES), default="onnx")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="default: RUN_DIR/model.onnx or RUN_DIR/model.pt (.onnx for onnx, .pt or .ts for torchscript)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .. import api
-    from ..export import export_model
+    from ..export import check_out, export_model
     from ._common import print_json
 
-    tm = api.load_model(args.run_dir)
-    out = args.out or str(Path(args.run_dir) / ("model.onnx" if args.format == "onnx" else "model.pt"))
-    info = export_model(tm.model, tm.channels, tm.size, out, args.format)
+    out = Path(args.out) if args.out else Path(args.run_dir) / DEFAULT_NAMES[args.format]
+    check_out(out, args.format)  # before loading the run: a refused --out costs nothing
+    from ..run import Predictor
+
+    p = Predictor.from_run(args.run_dir)
+    info = export_model(p.model, p.preprocess, out, args.format, classes=p.classes)
     if args.json:
         print_json(info)
     else:
-        print(f"wrote {info['path']} ({info['format']}); max |difference| from eager {info['max_abs_diff']:.2e}")
+        print(f"wrote {info['path']} ({info['format']}, {len(info['classes'])} classes); max |difference| from "
+              f"eager {info['max_abs_diff']:.2e}\ninput: {info['input']}")
     return 0

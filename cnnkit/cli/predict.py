@@ -1,37 +1,76 @@
-"""`cnnkit predict RUN_DIR IMAGE...`: class probabilities, preprocessed exactly as in training."""
+"""`cnnkit predict RUN_DIR INPUT...`: class probabilities, preprocessed exactly as in training.
+
+INPUT is an image file, a folder (its images, recursively), a glob (`'photos/*.jpg'`) or a scikit-image sample
+name. Images are decoded `--batch-size` at a time, so memory stays bounded however many are given; with
+`--save-csv FILE` every prediction is also written to a CSV (written atomically at the end).
+"""
 from __future__ import annotations
 
 import argparse
 
 NAME = "predict"
-HELP = "classify images with a trained run"
+HELP = "classify images (files, folders, globs, sample names) with a trained run"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="INPUT", help="image files, folders, globs or sample names")
     p.add_argument("--top-k", type=int, default=3, metavar="K")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images decoded at a time (default 64)")
     p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
                    help="onnx: ONNX Runtime (exports RUN_DIR/model.onnx first if needed)")
+    p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
+                   help="an unreadable image: stop, naming it (default), or report it and go on")
+    p.add_argument("--save-csv", default=None, metavar="FILE", help="also write path,class,probability rows")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    import sys
+
     from .. import api
-    from ..data.images import open_image
+    from .._io import atomic_write_text
     from ..errors import CnnkitError
+    from ..run import expand_inputs
     from ._common import print_json
 
     if args.top_k < 1:
         raise CnnkitError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise CnnkitError(f"--batch-size must be at least 1, got {args.batch_size}")
+    inputs = expand_inputs(args.images)
     model = api.load_model(args.run_dir, engine=args.engine)
-    images = [open_image(p) for p in args.images]  # a bad file fails here, by name, before any prediction
-    preds = model.predict(images, top_k=args.top_k)
+    errors: list[dict] = []
+
+    def on_error(item, exc):
+        errors.append({"image": str(item), "error": str(exc)})
+        print(f"warning: {exc}", file=sys.stderr)
+
+    results = []
+    for item, top in model.predict_iter(inputs, top_k=args.top_k, batch_size=args.batch_size,
+                                        on_error=on_error if args.on_bad_image == "skip" else None):
+        if top is None:
+            continue
+        row = {"image": str(item), "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
+        if not args.json:
+            print(f"{item}: " + ", ".join(f"{c} {p:.4f}" for c, p in top), flush=True)
+        results.append(row)
+    if args.save_csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["image"] + [f"{k}{i + 1}" for i in range(args.top_k) for k in ("class", "probability")])
+        for r in results:
+            w.writerow([r["image"]] + [v for t in r["top"] for v in (t["class"], t["probability"])])
+        atomic_write_text(args.save_csv, buf.getvalue())
     if args.json:
-        print_json({"run_dir": args.run_dir, "predictions": [
-            {"image": path, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
-            for path, top in zip(args.images, preds)]})
-        return 0
-    for path, top in zip(args.images, preds):
-        print(f"{path}: " + ", ".join(f"{c} {p:.4f}" for c, p in top))
+        out = {"run_dir": args.run_dir, "predictions": results}
+        if errors:
+            out["unreadable"] = errors
+        if args.save_csv:
+            out["csv"] = args.save_csv
+        print_json(out)
+    elif args.save_csv:
+        print(f"wrote {len(results)} predictions to {args.save_csv}", file=sys.stderr)
     return 0

@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._progress import write
     from ..errors import CnnkitError
     from ..ops.scratch import train_digits
     from ._common import print_json
@@ -35,10 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     def report(r: dict) -> None:
         if not args.json:
-            from tqdm.auto import tqdm
-
-            tqdm.write(f"epoch {r['epoch']:3d}  loss {r['loss']:.4f}  train_acc {r['train_acc']:.4f}  "
-                       f"val_acc {r['val_acc']:.4f}")
+            write(f"epoch {r['epoch']:3d}  loss {r['loss']:.4f}  train_acc {r['train_acc']:.4f}  "
+                  f"val_acc {r['val_acc']:.4f}")
 
     r = train_digits(epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
                      seed=args.seed, progress=True, on_epoch=report)

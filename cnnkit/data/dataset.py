@@ -1,31 +1,92 @@
-"""`load_data(spec)`: a data set as uint8 tensors in memory, split, with its classes and normalisation.
+"""`load_data(spec)`: a data set, split, with its classes and preprocessing; in memory or streamed from disk.
 
-Small image data sets fit in memory, and keeping them there as one uint8 tensor (no per-sample PIL work
-while training) is the fastest way to feed a CPU. Channels, input size and mean/std are resolved here and
-saved with the model, so that predicting needs no flags.
+One interface, two paths behind it (only this module knows which):
+- **memory**: every split is one uint8 N×C×H×W tensor; a batch is an index into it. The fastest way to feed
+  a CPU, for data that fits;
+- **stream**: images stay in the on-disk cache (`cache.py`) and each batch is read from it, so memory does not
+  grow with the number of images.
+`--data-mode auto` picks memory when the decoded data set takes under a quarter of the available RAM.
+Files (folders, CSV) are always decoded once into the cache, in bounded memory, so a second run starts at once;
+array sources (digits, IDX, CIFAR) at their own size need no decoding and stay in memory.
+
+The split is a manifest (`manifest()`: which items of the source are in train / val / test, and the source's
+fingerprint), saved with every run as split.json. `load_data(..., manifest=…)` rebuilds exactly that split, or
+stops and says what changed in the source (files missing, new or modified), never re-splitting silently.
 """
 from __future__ import annotations
 
 import math
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import CnnkitError
-from .images import BadImage
-from .sources import RawData, RawSplit, load_source
+from ..preprocess import Preprocess
+from .cache import ImageCache, cache_key, open_or_build
+from .images import MAX_PIXELS, BadImage, BadImagesError, read_headers
+from .sources import Items, Source, load_source
+
+MANIFEST_FORMAT = "cnnkit-split/1"
+DATA_MODES = ("auto", "memory", "stream")
+MEMORY_SHARE = 0.25  # auto: in memory when the decoded images take less than this share of the available RAM
+STATS_SAMPLE = 20_000  # mean/std of a streamed training split from this many images (seeded sample)
 
 
-@dataclass
 class Split:
-    x: torch.Tensor  # uint8 N×C×H×W
-    y: torch.Tensor  # int64 N
-    paths: list[str] | None = None  # the file behind each sample, for file sources
+    """The images and labels of one split. `get(idx)` gives uint8 N×C×H×W, wherever the images live."""
+
+    def __init__(self, y: torch.Tensor, keys: list, *, x: torch.Tensor | None = None, cache: ImageCache | None = None,
+                 rows: np.ndarray | None = None, paths: list[str] | None = None, origin: list[str] | None = None):
+        self.y, self.keys, self.paths = y, keys, paths
+        self.origin = origin  # the source split of each item ('train', 'val', 'test')
+        self._x, self._cache, self._rows = x, cache, rows
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def in_memory(self) -> bool:
+        return self._x is not None
+
+    @property
+    def x(self) -> torch.Tensor:
+        """All the images as one tensor (the in-memory path; a streamed split reads them all)."""
+        return self._x if self._x is not None else self.get(torch.arange(len(self)))
+
+    def get(self, idx) -> torch.Tensor:
+        if self._x is not None:
+            return self._x[idx]
+        idx = torch.as_tensor(idx).reshape(-1).numpy()
+        return self._cache.read(self._rows[idx])
+
+    def batches(self, batch_size: int = 256, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, labels) batches in `order` (default: as stored); a streamed split reads the next
+        batch in a background thread while the current one is used."""
+        order = torch.arange(len(self)) if order is None else order
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if self.in_memory:
+            for idx in chunks:
+                yield self._x[idx], self.y[idx]
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self.get, chunks[0]) if chunks else None
+            for k, idx in enumerate(chunks):
+                x = pending.result()
+                if k + 1 < len(chunks):
+                    pending = pool.submit(self.get, chunks[k + 1])
+                yield x, self.y[idx]
+
+    def subset(self, idx) -> "Split":
+        idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+        pick = lambda seq: [seq[i] for i in idx.tolist()] if seq is not None else None  # noqa: E731
+        if self._x is not None:
+            return Split(self.y[idx], pick(self.keys), x=self._x[idx], paths=pick(self.paths), origin=pick(self.origin))
+        return Split(self.y[idx], pick(self.keys), cache=self._cache, rows=self._rows[idx.numpy()],
+                     paths=pick(self.paths), origin=pick(self.origin))
 
 
 @dataclass
@@ -34,11 +95,17 @@ class ImageData:
     spec: str
     classes: list[str]
     splits: dict[str, Split]
-    mean: list[float]
-    std: list[float]
-    flips_ok: bool = True
+    preprocess: Preprocess
+    mode: str = "memory"  # memory | stream
+    flips: bool = False  # the default for augmentation: do horizontal flips keep the class?
+    flips_reason: str = ""
+    source_kind: str = ""
+    source_root: str | None = None
     split_info: dict = field(default_factory=dict)
     skipped: list[BadImage] = field(default_factory=list)
+    fingerprints: dict = field(default_factory=dict)  # source split -> fingerprint
+    file_stats: dict = field(default_factory=dict)  # file key -> [size, mtime_ns], for the manifest
+    notes: list[str] = field(default_factory=list)
 
     @property
     def train(self) -> Split:
@@ -50,11 +117,19 @@ class ImageData:
 
     @property
     def channels(self) -> int:
-        return int(self.train.x.shape[1])
+        return self.preprocess.channels
 
     @property
     def size(self) -> tuple[int, int]:
-        return int(self.train.x.shape[2]), int(self.train.x.shape[3])
+        return self.preprocess.size
+
+    @property
+    def mean(self) -> list[float]:
+        return list(self.preprocess.mean)
+
+    @property
+    def std(self) -> list[float]:
+        return list(self.preprocess.std)
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -63,7 +138,24 @@ class ImageData:
 
     def describe(self) -> str:
         parts = ", ".join(f"{k} {len(v):,}" for k, v in self.splits.items())
-        return (f"{self.name}: {len(self.classes)} classes, {self.channels}x{self.size[0]}x{self.size[1]}, {parts}")
+        return f"{self.name}: {len(self.classes)} classes, {self.channels}x{self.size[0]}x{self.size[1]}, {parts}"
+
+    def manifest(self) -> dict:
+        """Exactly which items are in which split, and the source's fingerprint: the run's split.json."""
+        splits = {}
+        for name, s in self.splits.items():
+            by_origin: dict[str, list] = {}
+            for origin, key in zip(s.origin, s.keys):
+                by_origin.setdefault(origin, []).append(key)
+            splits[name] = by_origin
+        out = {"format": MANIFEST_FORMAT, "source": {"spec": self.spec, "kind": self.source_kind,
+                                                      "root": self.source_root, "fingerprints": self.fingerprints},
+               "classes": self.classes, "splits": splits, **self.split_info,
+               "skipped": [{"path": b.path, "reason": b.reason} for b in self.skipped]}
+        if self.file_stats:
+            used = {k for s in self.splits.values() for k in s.keys}
+            out["files"] = {k: v for k, v in self.file_stats.items() if k in used}
+        return out
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,65 +184,231 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    t = torch.from_numpy(x).float()
-    out = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return out.round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units (computed in chunks: no big float copy)."""
-    c = x.shape[1]
-    s, s2, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
-    for i in range(0, len(x), 4096):
-        chunk = x[i:i + 4096].to(torch.float64) / 255.0
-        s += chunk.sum((0, 2, 3))
-        s2 += (chunk ** 2).sum((0, 2, 3))
-        n += chunk.numel() // c
+def channel_stats(split: Split, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of a split's uint8 images, in [0, 1] units, in chunks (no big float copy);
+    a streamed split uses a seeded sample of STATS_SAMPLE images."""
+    idx = torch.arange(len(split))
+    if not split.in_memory and len(split) > STATS_SAMPLE:
+        idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:STATS_SAMPLE].sort().values
+    s = s2 = None
+    n = 0
+    for x, _ in split.batches(4096, idx):
+        chunk = x.to(torch.float64) / 255.0
+        s = chunk.sum((0, 2, 3)) if s is None else s + chunk.sum((0, 2, 3))
+        s2 = (chunk ** 2).sum((0, 2, 3)) if s2 is None else s2 + (chunk ** 2).sum((0, 2, 3))
+        n += chunk.numel() // chunk.shape[1]
     mean = s / n
     std = (s2 / n - mean ** 2).clamp_min(1e-12).sqrt()
     return [round(float(v), 6) for v in mean], [round(max(float(v), 1e-3), 6) for v in std]
 
 
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable), or 4 GB where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+# --- building the data ------------------------------------------------------------------------------------
+def _pixels(source: Source, img_size: int | None, max_pixels: int) -> tuple[int, tuple, list]:
+    """Channels and size of the images the model will see; for files, the unreadable ones found from
+    their headers (nothing decoded yet)."""
+    first = next(iter(source.splits.values()))
+    if not source.is_files:
+        c, h, w = first.x.shape[1:]
+        return int(c), ((img_size, img_size) if img_size else (int(h), int(w))), []
+    paths = [p for it in source.splits.values() for p in it.paths]
+    headers = read_headers(paths, max_pixels)
+    bad = [h for h in headers if isinstance(h, BadImage)]  # reported with the ones decoding finds
+    good = [h for h in headers if not isinstance(h, BadImage)]
+    if not good:
+        raise CnnkitError(f"{source.spec}: no readable images")
+    gray = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+    channels = 1 if all(mode in gray for mode, _ in good) else 3
+    sizes = {size for _, size in good}
+    if img_size:
+        size = (img_size, img_size)
+    elif len(sizes) == 1 and max(next(iter(sizes))) <= 64:
+        w, h = next(iter(sizes))
+        size = (h, w)
+    else:
+        size = (128, 128)  # photos: a CPU-friendly default; --img-size 224 for ImageNet-sized training
+    return channels, size, bad
+
+
+def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log) -> tuple[str, object, dict]:
+    """All items of the source, every split one after the other, as a tensor (memory) or a cache (stream).
+    Returns (mode, store, {row: reason} of unreadable images)."""
+    order = list(source.splits)
+    items = [source.splits[k] for k in order]
+    n = sum(len(it) for it in items)
+    c, (h, w) = pixels.channels, pixels.size
+    need = n * c * h * w
+    if mode == "auto":
+        mode = "memory" if need < MEMORY_SHARE * available_memory() else "stream"
+    native = not source.is_files and all(it.x.shape[1:] == (c, h, w) for it in items)
+    if native and mode != "stream":  # array source at its own size: nothing to decode
+        x = torch.from_numpy(np.concatenate([it.x for it in items]))
+        return "memory", x, {}
+    if source.is_files:
+        paths = [p for it in items for p in it.paths]
+        load = lambda i: pixels.load(paths[i], max_pixels=max_pixels)  # noqa: E731
+    else:
+        arrays = np.concatenate([it.x for it in items])
+        load = lambda i: pixels.image(arrays[i])  # noqa: E731
+    fingerprint = "/".join(it.fingerprint() for it in items)
+    key = cache_key(fingerprint, {"channels": c, "size": [h, w], "resize": pixels.resize,
+                                  "max_pixels": max_pixels, "jpeg_draft": True})
+    cache, _ = open_or_build(key, n, (c, h, w), load, describe=f"{source.name} at {c}x{h}x{w}", log=log)
+    return mode, (cache.read_all() if mode == "memory" else cache), cache.bad
+
+
 def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | None = None, seed: int = 0,
               on_bad_image: str = "fail", max_pixels: int | None = None, mean=None, std=None,
-              download: bool = False) -> ImageData:
-    """Read a data set into memory.
+              download: bool = False, mode: str = "auto", manifest: dict | None = None,
+              preprocess: Preprocess | None = None, log=None) -> ImageData:
+    """Read a data set: in memory or streamed (`mode`), split, with its preprocessing.
 
     `val_fraction` (default 0.1, 0.2 for digits) of the training images, stratified and seeded, become the
-    validation split when the source has none. `mean`/`std` default to the training split's.
+    validation split when the source has none. `mean`/`std` default to the training split's. `manifest`
+    (a run's split.json) gives the split instead, and `preprocess` (a run's) the channels, size and stats.
 
     >>> data = load_data('digits')
     >>> data.describe()
     'digits: 10 classes, 1x8x8, train 1,437, val 360'
     """
-    raw: RawData = load_source(spec, img_size=img_size, on_bad_image=on_bad_image, max_pixels=max_pixels,
-                               download=download)
-    splits: dict[str, RawSplit] = dict(raw.splits)
+    if on_bad_image not in ("fail", "skip"):
+        raise CnnkitError(f"--on-bad-image must be 'fail' or 'skip', got {on_bad_image!r}")
+    if mode not in DATA_MODES:
+        raise CnnkitError(f"--data-mode must be one of {', '.join(DATA_MODES)}, got {mode!r}")
+    if img_size is not None and img_size < 1:
+        raise CnnkitError(f"--img-size must be at least 1, got {img_size}")
+    max_pixels = max_pixels or MAX_PIXELS
+    log = log or sys.stderr
+    source = load_source(spec, download=download)
+    if preprocess is not None:
+        channels, size, header_bad = preprocess.channels, preprocess.size, []
+    else:
+        channels, size, header_bad = _pixels(source, img_size, max_pixels)
+    pixels = Preprocess(channels, size, (0.0,) * channels, (1.0,) * channels)
+    mode, store, bad_rows = _store(source, pixels, mode, max_pixels, log)
+
+    # every item: its source split, key, label, row in the store; the unreadable ones set aside
+    origin, keys, labels, paths, rows, skipped = [], [], [], [], [], []
+    row = 0
+    for name, it in source.splits.items():
+        for i in range(len(it)):
+            if row in bad_rows:
+                skipped.append(BadImage(it.paths[i] if it.paths else f"{name}:{i}", bad_rows[row]))
+            else:
+                origin.append(name)
+                keys.append(it.key(i))
+                labels.append(int(it.y[i]))
+                paths.append(it.paths[i] if it.paths else None)
+                rows.append(row)
+            row += 1
+    header_paths = {b.path for b in header_bad}
+    skipped = header_bad + [b for b in skipped if b.path not in header_paths]
+    if skipped and on_bad_image == "fail" and manifest is None:
+        raise BadImagesError(skipped, " Fix or remove them, or pass --on-bad-image skip to leave them out.")
+    if skipped and manifest is None:
+        print(f"warning: skipping {len(skipped)} unreadable image(s): " + "; ".join(map(str, skipped[:10])),
+              file=log)
+    origin_a, labels_a, rows_a = np.array(origin), np.array(labels, dtype=np.int64), np.array(rows, dtype=np.int64)
+    if int(labels_a.max()) >= len(source.classes) or int(labels_a.min()) < 0:
+        raise CnnkitError(f"{spec}: labels run from {int(labels_a.min())} to {int(labels_a.max())}, "
+                          f"but there are {len(source.classes)} classes")
+
+    fingerprints = {name: it.fingerprint() for name, it in source.splits.items()} if not source.is_files else {}
+    file_stats = {}
+    if source.is_files:
+        for it in source.splits.values():
+            file_stats.update({k: list(st) for k, st in zip(it.keys, it.stats())})
+    if manifest is not None:
+        assignment, info = _from_manifest(manifest, source, origin, keys, fingerprints, file_stats, skipped)
+    else:
+        assignment, info = _assign(source, origin_a, labels_a, val_fraction, seed, spec)
+
+    def make(sel: np.ndarray) -> Split:
+        y = torch.from_numpy(labels_a[sel])
+        ks = [keys[i] for i in sel]
+        ps = [paths[i] for i in sel] if source.is_files else None
+        org = [str(origin_a[i]) for i in sel]
+        if mode == "memory":
+            return Split(y, ks, x=store[torch.from_numpy(rows_a[sel])], paths=ps, origin=org)
+        return Split(y, ks, cache=store, rows=rows_a[sel], paths=ps, origin=org)
+
+    splits = {name: make(sel) for name, sel in assignment.items()}
+    if preprocess is not None:
+        prep = preprocess
+    else:
+        m, sd = channel_stats(splits["train"], seed) if mean is None or std is None else (None, None)
+        prep = Preprocess(channels, size, tuple(mean if mean is not None else m), tuple(std if std is not None else sd))
+    return ImageData(source.name, source.spec, list(source.classes), splits, prep, mode=mode,
+                     flips=bool(source.flips), flips_reason=source.flips_reason, source_kind=source.kind,
+                     source_root=source.root, split_info=info, skipped=skipped, fingerprints=fingerprints,
+                     file_stats=file_stats, notes=list(source.notes))
+
+
+def _assign(source: Source, origin: np.ndarray, labels: np.ndarray, val_fraction, seed: int,
+            spec: str) -> tuple[dict[str, np.ndarray], dict]:
+    """The source's own splits, with a stratified, seeded validation split cut from train when it has none."""
+    out = {name: np.flatnonzero(origin == name) for name in ("train", "val", "test") if name in source.splits}
     info: dict = {}
-    if "val" not in splits:
-        fraction = raw.default_val_fraction if val_fraction is None else val_fraction
+    if "val" not in out:
+        fraction = source.default_val_fraction if val_fraction is None else val_fraction
         if not 0 < fraction < 1:
             raise CnnkitError(f"--val-fraction must be between 0 and 1, got {fraction}")
-        split_seed = raw.fixed_split_seed if raw.fixed_split_seed is not None else seed
-        tr = splits["train"]
-        if len(tr.y) < 4:
-            raise CnnkitError(f"{spec}: only {len(tr.y)} training images; a train/validation split needs more")
-        ti, vi = stratified_split(tr.y, fraction, split_seed)
-        pick = lambda s, i: RawSplit(s.x[i], s.y[i], [s.paths[j] for j in i] if s.paths else None)  # noqa: E731
-        splits["train"], splits["val"] = pick(tr, ti), pick(tr, vi)
+        split_seed = source.fixed_split_seed if source.fixed_split_seed is not None else seed
+        tr = out["train"]
+        if len(tr) < 4:
+            raise CnnkitError(f"{spec}: only {len(tr)} training images; a train/validation split needs more")
+        ti, vi = stratified_split(labels[tr], fraction, split_seed)
+        out["train"], out["val"] = tr[ti], tr[vi]
         info = {"val_fraction": fraction, "split_seed": split_seed}
-    if img_size and spec.split(":")[0] in ("digits", "mnist", "fashion-mnist", "cifar10"):
-        splits = {k: RawSplit(_resize(v.x, (img_size, img_size)), v.y, v.paths) for k, v in splits.items()}
-    order = [k for k in ("train", "val", "test") if k in splits]
-    tensors = {k: Split(torch.from_numpy(np.ascontiguousarray(splits[k].x)), torch.from_numpy(splits[k].y),
-                        splits[k].paths) for k in order}
-    for k, s in tensors.items():
-        if int(s.y.max()) >= len(raw.classes) or int(s.y.min()) < 0:
-            raise CnnkitError(f"{spec}: {k} labels run from {int(s.y.min())} to {int(s.y.max())}, "
-                              f"but there are {len(raw.classes)} classes")
-    m, sd = channel_stats(tensors["train"].x)
-    return ImageData(raw.name, spec, list(raw.classes), tensors, list(mean) if mean else m, list(std) if std else sd,
-                     flips_ok=raw.flips_ok, split_info=info, skipped=raw.skipped)
+    return {k: out[k] for k in ("train", "val", "test") if k in out}, info
+
+
+def _from_manifest(manifest: dict, source: Source, origin: list, keys: list, fingerprints: dict, file_stats: dict,
+                   skipped: list) -> tuple[dict[str, np.ndarray], dict]:
+    """The split a run saved; stops, saying what changed, if the source is not the one it was made from."""
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise CnnkitError(f"split.json is not a {MANIFEST_FORMAT} file")
+    saved = manifest.get("splits")
+    if not isinstance(saved, dict) or "train" not in saved or "val" not in saved:
+        raise CnnkitError("split.json lacks its 'train' and 'val' splits")
+    if manifest.get("classes") not in (None, source.classes):
+        raise CnnkitError(f"the data's classes {source.classes[:6]} differ from the run's {manifest['classes'][:6]}")
+    where = {(o, k): i for i, (o, k) in enumerate(zip(origin, keys))}
+    wanted = {(o, k) for parts in saved.values() for o, ks in parts.items() for k in ks}
+    missing = sorted(str(k) for o, k in wanted - where.keys())
+    new = sorted(str(k) for o, k in where.keys() - wanted)
+    changed = []
+    if source.is_files:
+        old = manifest.get("files", {})
+        changed = sorted(k for k, st in old.items() if k in file_stats and list(file_stats[k]) != list(st))
+    else:
+        old_fp = manifest.get("source", {}).get("fingerprints", {})
+        changed = [f"the {name} images or labels" for name, fp in old_fp.items()
+                   if name in fingerprints and fingerprints[name] != fp]
+    if missing or new or changed:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing or unreadable ({', '.join(missing[:3])}{'…' if len(missing) > 3 else ''})")
+        if new:
+            parts.append(f"{len(new)} new ({', '.join(new[:3])}{'…' if len(new) > 3 else ''})")
+        if changed:
+            parts.append(f"{len(changed)} modified ({', '.join(changed[:3])}{'…' if len(changed) > 3 else ''})")
+        raise CnnkitError(f"the data changed since the run was trained: {'; '.join(parts)}. Its saved split "
+                          "(split.json) no longer matches, so it is not re-split silently: restore the data, "
+                          "or score the new data as such (evaluate RUN --data SPEC --split all), or train anew")
+    out = {}
+    for name, parts in saved.items():
+        out[name] = np.array(sorted(where[(o, k)] for o, ks in parts.items() for k in ks), dtype=np.int64)
+    info = {k: manifest[k] for k in ("val_fraction", "split_seed") if k in manifest}
+    return {k: out[k] for k in ("train", "val", "test") if k in out}, info

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import CnnkitError
@@ -40,9 +39,14 @@ class BadImagesError(CnnkitError):
         super().__init__(f"{len(self.bad)} unreadable image(s): {shown}{more}.{hint}")
 
 
-def open_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open, check and fully decode an image; EXIF orientation applied. Raises BadImagesError."""
+def open_image(path: str | os.PathLike, *, max_pixels: int | None = None,
+               draft: tuple[int, int] | None = None) -> Image.Image:
+    """Open, check and fully decode an image; EXIF orientation applied. Raises BadImagesError.
+
+    `draft` (W, H): a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8) that stays at least this size
+    (see cnnkit.preprocess)."""
     path = str(path)
+    max_pixels = max_pixels or MAX_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -51,6 +55,8 @@ def open_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Imag
                 if w * h > max_pixels:
                     raise BadImagesError([BadImage(path, f"{w}x{h} = {w * h:,} pixels is over the limit of "
                                                           f"{max_pixels:,} (a decompression bomb?)")])
+                if draft is not None and im.format == "JPEG":
+                    im.draft(im.mode, _draft_request(im, draft))
                 im.load()  # decodes everything: a truncated file fails here
                 im = ImageOps.exif_transpose(im)
                 return im.copy()
@@ -72,36 +78,41 @@ def is_grayscale(im: Image.Image) -> bool:
     return im.mode in ("1", "L", "LA", "I", "I;16", "F")
 
 
-def to_array(im: Image.Image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
-    """C×H×W uint8: grayscale or RGB (alpha composited on white), resized (shorter side) and centre-cropped."""
-    if channels == 1:
-        im = im.convert("L") if im.mode not in ("I", "I;16", "F") else im.point(lambda v: v / 256).convert("L")
-    else:
-        if im.mode in ("RGBA", "LA", "P"):
-            im = im.convert("RGBA")
-            background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(background, im)
-        im = im.convert("RGB")
-    if size is not None and im.size != (size[1], size[0]):
-        im = ImageOps.fit(im, (size[1], size[0]), method=Image.Resampling.BILINEAR)
-    a = np.asarray(im, dtype=np.uint8)
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+def _draft_request(im: Image.Image, target: tuple[int, int]) -> tuple[int, int]:
+    """The size to ask `draft` for so that, after EXIF rotation and the shorter-side resize, nothing is
+    upscaled: the shorter side stays at least the target's larger side."""
+    need = max(target)
+    w, h = im.size
+    scale = need / min(w, h)
+    return max(1, int(w * scale + 0.999)), max(1, int(h * scale + 0.999))
 
 
-def read_images(paths: Sequence[str], *, max_pixels: int = MAX_PIXELS,
-                workers: int | None = None) -> tuple[list[Image.Image | None], list[BadImage]]:
-    """Open every path in parallel threads (PIL decodes without the GIL). Returns images (None where bad)
-    and the list of bad ones."""
-    def one(p: str):
-        try:
-            return open_image(p, max_pixels=max_pixels), None
-        except BadImagesError as e:
-            return None, e.bad[0]
+def read_header(path: str, max_pixels: int | None = None) -> tuple[str, tuple[int, int]] | BadImage:
+    """(mode, (W, H)) from the file's header alone (nothing decoded), or the BadImage saying why not."""
+    max_pixels = max_pixels or MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    return BadImage(path, f"{w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,} "
+                                          "(a decompression bomb?)")
+                return im.mode, (w, h)
+    except FileNotFoundError:
+        return BadImage(path, "no such file")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return BadImage(path, f"over the pixel limit ({e})")
+    except Image.UnidentifiedImageError:
+        return BadImage(path, "not an image file (unknown format)")
+    except (OSError, SyntaxError, ValueError) as e:
+        return BadImage(path, f"corrupt or truncated ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
 
-    workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(one, paths))
-    return [r[0] for r in results], [r[1] for r in results if r[1] is not None]
+
+def read_headers(paths: Sequence[str], max_pixels: int | None = None) -> list:
+    """`read_header` for every path, in threads (it is I/O-bound)."""
+    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) * 4)) as pool:
+        return list(pool.map(lambda p: read_header(p, max_pixels), paths, chunksize=64))
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -1,6 +1,8 @@
-"""Data sources, one function each, returning raw splits of uint8 C×H×W images and integer labels.
+"""Data sources, one function each: the classes and the items of each split, nothing decoded yet.
 
-Specs: `digits`, `fashion-mnist:DIR`, `mnist:DIR`, `cifar10:DIR`, `folder:DIR`, `csv:FILE`.
+Specs: `digits`, `fashion-mnist:DIR`, `mnist:DIR`, `cifar10:DIR`, `folder:DIR` (or a plain DIR),
+`csv:FILE` (or a path ending in .csv). Array sources (digits, IDX, CIFAR batches) give uint8 arrays;
+file sources (folders, CSV) give paths, which `dataset.py` decodes once into the image cache.
 IDX and CIFAR files are read as distributed (gzipped or not); torchvision's dataset classes remain the way
 to download them (`--download`), and write the same files these readers read.
 """
@@ -8,48 +10,92 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
+import os
 import pickle
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CnnkitError, UnknownNameError
-from .images import BadImage, BadImagesError, IMAGE_EXTENSIONS, is_grayscale, list_images, read_images, to_array
+from .images import IMAGE_EXTENSIONS, list_images
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
+#: folder names taken as a validation split, and as a test split (fastai's, Roboflow's, Keras' names)
+VAL_DIRS, TEST_DIRS = ("val", "valid", "validation"), ("test",)
 
 
 @dataclass
-class RawSplit:
-    x: np.ndarray  # uint8 N×C×H×W
+class Items:
+    """One split of a source: labels and either uint8 images (`x`) or files (`paths`, with `keys` relative
+    to the source's root, which identify them in a run's split.json)."""
+
     y: np.ndarray  # int64 N
-    paths: list[str] | None = None
+    x: np.ndarray | None = None  # uint8 N×C×H×W (array sources)
+    paths: list[str] | None = None  # absolute paths (file sources)
+    keys: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def key(self, i: int) -> str | int:
+        return self.keys[i] if self.keys is not None else i
+
+    def fingerprint(self) -> str:
+        """Changes when any image or label changes: file (key, size, mtime) triples, or the array bytes."""
+        h = hashlib.sha256(self.y.tobytes())
+        if self.x is not None:
+            h.update(str(self.x.shape).encode())
+            h.update(np.ascontiguousarray(self.x).tobytes())
+        else:
+            for k, st in zip(self.keys, self.stats()):
+                h.update(f"{k}\0{st[0]}\0{st[1]}\n".encode())
+        return h.hexdigest()
+
+    def stats(self) -> list[tuple[int, int]]:
+        """(size, mtime_ns) of each file; (-1, -1) for a file that is gone."""
+        out = []
+        for p in self.paths or []:
+            try:
+                st = os.stat(p)
+                out.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((-1, -1))
+        return out
 
 
 @dataclass
-class RawData:
+class Source:
     name: str
+    kind: str  # digits | fashion-mnist | mnist | cifar10 | folder | csv
+    spec: str
     classes: list[str]
-    splits: dict[str, RawSplit]  # 'train', and any of 'val', 'test'
-    skipped: list[BadImage] = field(default_factory=list)
+    splits: dict[str, Items]  # 'train' (or 'all'), and any of 'val', 'test'
+    root: str | None = None  # file sources: the folder keys are relative to
     default_val_fraction: float = 0.1
     fixed_split_seed: int | None = None  # digits: the split never changes with --seed
-    flips_ok: bool = True  # horizontal flips keep the class (not for digits and letters)
+    flips: bool | None = None  # do horizontal flips keep the class? None: not known
+    flips_reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_files(self) -> bool:
+        return next(iter(self.splits.values())).paths is not None
 
 
 # --- digits ----------------------------------------------------------------------------------------------
-def load_digits_source() -> RawData:
+def load_digits_source() -> Source:
     """scikit-learn's 1,797 8×8 handwritten digits (values 0–16, stored as 0–255)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    return RawData("digits", [str(i) for i in range(10)], {"train": RawSplit(x, d.target.astype(np.int64))},
-                   default_val_fraction=0.2, fixed_split_seed=0, flips_ok=False)
+    return Source("digits", "digits", "digits", [str(i) for i in range(10)],
+                  {"train": Items(d.target.astype(np.int64), x=x)}, default_val_fraction=0.2, fixed_split_seed=0,
+                  flips=False, flips_reason="digits: a mirrored digit is not the same digit")
 
 
 # --- IDX (MNIST, Fashion-MNIST) --------------------------------------------------------------------------
@@ -78,7 +124,7 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_idx_source(kind: str, folder: Path, download: bool = False) -> RawData:
+def load_idx_source(kind: str, folder: Path, spec: str, download: bool = False) -> Source:
     if download:
         import torchvision.datasets as tvd
 
@@ -96,9 +142,12 @@ def load_idx_source(kind: str, folder: Path, download: bool = False) -> RawData:
         x, y = read_idx(images), read_idx(labels).astype(np.int64)
         if len(x) != len(y):
             raise CnnkitError(f"{images} has {len(x)} images but {labels} has {len(y)} labels")
-        splits[split] = RawSplit(x[:, None].copy(), y)
-    classes = FASHION_CLASSES if kind == "fashion-mnist" else [str(i) for i in range(10)]
-    return RawData(kind, classes, splits, flips_ok=kind == "fashion-mnist")
+        splits[split] = Items(y, x=x[:, None].copy())
+    if kind == "fashion-mnist":
+        return Source(kind, kind, spec, FASHION_CLASSES, splits, flips=True,
+                      flips_reason="Fashion-MNIST: photos of clothing, the same class when mirrored")
+    return Source(kind, kind, spec, [str(i) for i in range(10)], splits, flips=False,
+                  flips_reason="MNIST: a mirrored digit is not the same digit")
 
 
 # --- CIFAR-10 (python pickle batches) --------------------------------------------------------------------
@@ -123,7 +172,7 @@ def _unpickle(path: Path) -> dict:
         raise CnnkitError(f"{path} is not a CIFAR-10 batch file ({e})") from None
 
 
-def load_cifar10_source(folder: Path, download: bool = False) -> RawData:
+def load_cifar10_source(folder: Path, spec: str, download: bool = False) -> Source:
     if download:
         import torchvision.datasets as tvd
 
@@ -144,7 +193,7 @@ def load_cifar10_source(folder: Path, download: bool = False) -> RawData:
                 raise CnnkitError(f"{p} has no b'data'/b'labels' entries: not a CIFAR-10 batch")
             xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(labels, dtype=np.int64))
-        return RawSplit(np.concatenate(xs), np.concatenate(ys))
+        return Items(np.concatenate(ys), x=np.concatenate(xs))
 
     splits = {"train": read([p for p in train_files if p.is_file()])}
     if (folder / "test_batch").is_file():
@@ -153,124 +202,120 @@ def load_cifar10_source(folder: Path, download: bool = False) -> RawData:
     if (folder / "batches.meta").is_file():
         meta = _unpickle(folder / "batches.meta")
         classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"label_names", classes)]
-    return RawData("cifar10", classes, splits)
+    return Source("cifar10", "cifar10", spec, classes, splits, flips=True,
+                  flips_reason="CIFAR-10: photos of objects, the same class when mirrored")
 
 
 # --- image files: folder and CSV -------------------------------------------------------------------------
-def _decode_files(entries: dict[str, list[tuple[str, int]]], img_size: int | None, on_bad_image: str,
-                  max_pixels: int) -> tuple[dict[str, RawSplit], list[BadImage], int]:
-    """Decode every file of every split; decide channels (1 if all grayscale) and size; report bad files."""
-    images, bad = {}, []
-    for split, items in entries.items():
-        ims, b = read_images([p for p, _ in items], max_pixels=max_pixels)
-        images[split] = ims
-        bad += b
-    if bad and on_bad_image == "fail":
-        raise BadImagesError(bad, " Fix or remove them, or pass --on-bad-image skip to leave them out.")
-    if bad:
-        print(f"warning: skipping {len(bad)} unreadable image(s): " + "; ".join(map(str, bad[:10])), file=sys.stderr)
-    good = [im for ims in images.values() for im in ims if im is not None]
-    if not good:
-        raise CnnkitError("no readable images found")
-    channels = 1 if all(is_grayscale(im) for im in good) else 3
-    sizes = {im.size for im in good}
-    if img_size:
-        size = (img_size, img_size)
-    elif len(sizes) == 1 and max(next(iter(sizes))) <= 64:
-        w, h = next(iter(sizes))
-        size = (h, w)
-    else:
-        size = (128, 128)  # photos: a CPU-friendly default; --img-size 224 for ImageNet-sized training
-    splits = {}
-    for split, items in entries.items():
-        keep = [(im, lbl, p) for im, (p, lbl) in zip(images[split], items) if im is not None]
-        if not keep:
-            continue
-        x = np.stack([to_array(im, channels, size) for im, _, _ in keep])
-        splits[split] = RawSplit(x, np.array([lbl for _, lbl, _ in keep], dtype=np.int64), [p for _, _, p in keep])
-    return splits, bad, channels
+_UNKNOWN_FLIPS = "unknown content: a mirrored image may change class (text, digits, left/right anatomy)"
 
 
-def load_folder_source(folder: Path, *, img_size: int | None, on_bad_image: str, max_pixels: int) -> RawData:
-    """ImageFolder layout: DIR/CLASS/*.png, or DIR/train/CLASS/… with DIR/val/ (or DIR/test/)."""
+def _file_items(paths: list[str], labels: list[int], root: Path) -> Items:
+    keys = [Path(os.path.relpath(p, root)).as_posix() for p in paths]
+    return Items(np.asarray(labels, dtype=np.int64), paths=paths, keys=keys)
+
+
+def load_folder_source(folder: Path, spec: str) -> Source:
+    """ImageFolder layout: DIR/CLASS/*.png, or DIR/train/CLASS/… with DIR/val|valid|validation/ and DIR/test/."""
     if not folder.is_dir():
-        raise CnnkitError(f"folder:{folder} is not a directory")
-    split_dirs = {s: folder / s for s in ("train", "val", "test") if (folder / s).is_dir()}
-    if "train" not in split_dirs:
-        split_dirs = {"train": folder}
+        raise CnnkitError(f"{spec}: {folder} is not a directory")
+    subdirs = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
+    split_dirs: dict[str, Path] = {}
+    if "train" in subdirs:
+        split_dirs["train"] = subdirs["train"]
+        for split, names in (("val", VAL_DIRS), ("test", TEST_DIRS)):
+            found = [subdirs[n] for n in names if n in subdirs]
+            if len(found) > 1:
+                raise CnnkitError(f"{folder} has both {found[0].name}/ and {found[1].name}/; keep one validation folder")
+            if found:
+                split_dirs[split] = found[0]
+    else:
+        split_dirs["train"] = folder
     class_dirs = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(class_dirs) < 2:
         raise CnnkitError(f"{split_dirs['train']} needs one sub-folder per class (at least 2), found "
-                          f"{len(class_dirs)}: expected DIR/CLASS/image.png or DIR/train/CLASS/image.png")
+                          f"{len(class_dirs)}: expected DIR/CLASS/image.png or DIR/train/CLASS/image.png "
+                          f"(with DIR/val/ or DIR/valid/ and DIR/test/ if you have them)")
     index = {c: i for i, c in enumerate(class_dirs)}
-    entries: dict[str, list[tuple[str, int]]] = {}
+    splits: dict[str, Items] = {}
     for split, d in split_dirs.items():
-        items = []
+        paths, labels = [], []
         for cdir in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if cdir.name not in index:
                 raise CnnkitError(f"{cdir} is a class that {split_dirs['train']} does not have "
                                   f"(classes: {', '.join(class_dirs)})")
-            items += [(str(p), index[cdir.name]) for p in list_images(cdir)]
-        if not items:
+            found = [str(p) for p in list_images(cdir)]
+            paths += found
+            labels += [index[cdir.name]] * len(found)
+        if not paths:
             raise CnnkitError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {d}")
-        entries[split] = items
-    splits, bad, _ = _decode_files(entries, img_size, on_bad_image, max_pixels)
-    return RawData(folder.name or "folder", class_dirs, splits, skipped=bad)
+        splits[split] = _file_items(paths, labels, folder)
+    notes = [f"{split} split: {d.name}/" for split, d in split_dirs.items() if d != folder]
+    return Source(folder.resolve().name or "folder", "folder", spec, class_dirs, splits, root=str(folder.resolve()),
+                  flips=None, flips_reason=_UNKNOWN_FLIPS, notes=notes)
 
 
-def load_csv_source(path: Path, *, img_size: int | None, on_bad_image: str, max_pixels: int) -> RawData:
+def load_csv_source(path: Path, spec: str) -> Source:
     """Rows of `path,label` (a header row is allowed); paths relative to the CSV file's folder."""
     if not path.is_file():
-        raise CnnkitError(f"csv:{path}: no such file")
+        raise CnnkitError(f"{spec}: no such file")
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for i, row in enumerate(csv.reader(f)):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) < 2:
-                raise CnnkitError(f"{path}, line {i + 1}: expected 'path,label', got {','.join(row)!r}")
-            if i == 0 and row[0].strip().lower() in ("path", "file", "filename", "image"):
-                continue
-            rows.append((str((path.parent / row[0].strip()).resolve()), row[1].strip()))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for i, row in enumerate(csv.reader(f)):
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if len(row) < 2:
+                    raise CnnkitError(f"{path}, line {i + 1}: expected 'path,label', got {','.join(row)!r}")
+                if i == 0 and row[0].strip().lower() in ("path", "file", "filename", "image"):
+                    continue
+                rows.append((str((path.parent / row[0].strip()).resolve()), row[1].strip()))
+    except UnicodeDecodeError:
+        raise CnnkitError(f"{path} is not a UTF-8 text file of 'path,label' rows") from None
     if not rows:
         raise CnnkitError(f"{path} has no rows of 'path,label'")
     classes = sorted({lbl for _, lbl in rows})
     if len(classes) < 2:
         raise CnnkitError(f"{path} names only {len(classes)} class ({classes[0]}); a classifier needs at least 2")
     index = {c: i for i, c in enumerate(classes)}
-    splits, bad, _ = _decode_files({"train": [(p, index[lbl]) for p, lbl in rows]}, img_size, on_bad_image, max_pixels)
-    return RawData(path.stem, classes, splits, skipped=bad)
+    items = _file_items([p for p, _ in rows], [index[lbl] for _, lbl in rows], path.parent.resolve())
+    return Source(path.stem, "csv", spec, classes, {"train": items}, root=str(path.parent.resolve()),
+                  flips=None, flips_reason=_UNKNOWN_FLIPS)
 
 
-SOURCES = ("digits", "fashion-mnist:DIR", "mnist:DIR", "cifar10:DIR", "folder:DIR", "csv:FILE")
+SOURCES = ("digits", "fashion-mnist:DIR", "mnist:DIR", "cifar10:DIR", "folder:DIR", "csv:FILE")  # or a plain DIR / FILE.csv
 
 
-def load_source(spec: str, *, img_size: int | None = None, on_bad_image: str = "fail",
-                max_pixels: int | None = None, download: bool = False) -> RawData:
-    """Parse a data spec and read its raw splits."""
-    from .images import MAX_PIXELS
-
-    max_pixels = max_pixels or MAX_PIXELS
-    if on_bad_image not in ("fail", "skip"):
-        raise CnnkitError(f"--on-bad-image must be 'fail' or 'skip', got {on_bad_image!r}")
-    kind, _, arg = spec.partition(":")
+def load_source(spec: str, *, download: bool = False) -> Source:
+    """Parse a data spec and list (or, for array sources, read) its splits. A plain folder path is taken as
+    folder:DIR, and a path ending in .csv as csv:FILE."""
+    spec = str(spec)
+    kind, sep, arg = spec.partition(":")
     kind = kind.strip().lower()
+    known = [s.split(":")[0] for s in SOURCES]
     if kind == "digits" and not arg:
         return load_digits_source()
-    known = [s.split(":")[0] for s in SOURCES]
+    plain = Path(spec).expanduser()
+    if plain.is_dir():
+        return load_folder_source(plain, f"folder:{spec}")
+    if plain.suffix.lower() == ".csv" and not (sep and kind in known):
+        return load_csv_source(plain, f"csv:{spec}")
     if kind not in known:
-        raise UnknownNameError("data source", kind, SOURCES)
+        if "/" in spec or "\\" in spec or plain.suffix:
+            raise CnnkitError(f"--data {spec!r}: no such folder or file; give a folder of class sub-folders, a .csv "
+                              f"of 'path,label' rows, or one of {', '.join(SOURCES)}")
+        raise UnknownNameError("data source (or folder)", kind, SOURCES)
     if not arg:
         raise CnnkitError(f"--data {spec!r} needs a path: {kind}:DIR (or csv:FILE)")
     path = Path(arg).expanduser()
     if kind in ("fashion-mnist", "mnist"):
         if not path.is_dir() and not download:
             raise CnnkitError(f"{kind}:{arg}: no such folder; point it at the folder of IDX files, or add --download")
-        return load_idx_source(kind, path, download)
+        return load_idx_source(kind, path, spec, download)
     if kind == "cifar10":
         if not path.is_dir() and not download:
             raise CnnkitError(f"cifar10:{arg}: no such folder; point it at the CIFAR-10 batches, or add --download")
-        return load_cifar10_source(path, download)
+        return load_cifar10_source(path, spec, download)
     if kind == "folder":
-        return load_folder_source(path, img_size=img_size, on_bad_image=on_bad_image, max_pixels=max_pixels)
-    return load_csv_source(path, img_size=img_size, on_bad_image=on_bad_image, max_pixels=max_pixels)
+        return load_folder_source(path, spec)
+    return load_csv_source(path, spec)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .._io import atomic_write_text
+from .._progress import progress
 
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_batch", "after_train_epoch", "after_epoch",
           "after_fit")
@@ -33,35 +34,42 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch (loss, accuracy, images/s, ETA) and one summary line per epoch."""
+    """Progress inside each epoch (loss, accuracy, images/s, rate, ETA: a bar on a terminal, a plain line every
+    10 s elsewhere; see cnnkit._progress) and one summary line per epoch, all on `stream` (default: stdout).
+    `bar` forces the terminal bar on or off."""
 
     def __init__(self, stream=None, bar: bool | None = None):
         self.stream = stream or sys.stdout
         self.bar_enabled = bar
+        self.bar = None
 
     def before_epoch(self):
-        from tqdm.auto import tqdm
-
         t = self.trainer
-        disable = not (self.bar_enabled if self.bar_enabled is not None else sys.stderr.isatty())
-        self.bar = tqdm(total=t.steps_per_epoch, desc=f"epoch {t.epoch}/{t.cfg.epochs}", unit="batch",
-                        leave=False, disable=disable, dynamic_ncols=True, file=sys.stderr)
+        self.bar = progress(t.steps_per_epoch, f"epoch {t.epoch}/{t.cfg.epochs}", "batches", stream=self.stream,
+                            tty=self.bar_enabled)
 
     def after_batch(self):
-        t = self.trainer
-        self.bar.update(1)
-        if t.batch_index % 5 == 0 or t.batch_index == t.steps_per_epoch - 1:
-            self.bar.set_postfix(loss=f"{t.running['loss']:.4f}", acc=f"{t.running['acc']:.4f}",
-                                 img_s=f"{t.running['images_per_s']:.0f}")
+        r = self.trainer.running
+        self.bar.update(1, loss=r["loss"], acc=r["acc"], images_per_s=r["images_per_s"])
+
+    def after_train_epoch(self):
+        self._close()
 
     def after_epoch(self):
-        self.bar.close()
         r = self.trainer.history[-1]
         best = " *" if r["epoch"] == self.trainer.best_epoch else ""
         print(f"epoch {r['epoch']:>3}/{self.trainer.cfg.epochs}  train_loss {r['train_loss']:.4f}  "
               f"train_acc {r['train_acc']:.4f}  val_loss {r['val_loss']:.4f}  val_acc {r['val_acc']:.4f}  "
               f"lr {r['lr']:.2e}  {r['images_per_s']:.0f} img/s  {r['seconds']:.1f}s{best}",
               file=self.stream, flush=True)
+
+    def after_fit(self):  # also after an error or Ctrl-C mid-epoch: leave no bar behind
+        self._close()
+
+    def _close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class EarlyStopping(Callback):
@@ -90,21 +98,81 @@ class MetricsCSV(Callback):
 
 
 class TensorBoard(Callback):
-    """TensorBoard event files in the run directory (`tensorboard --logdir RUN_DIR`)."""
+    """TensorBoard event files in the run directory (`tensorboard --logdir RUN_DIR`).
+
+    Every scalar's x axis is the optimizer step, so the per-step curves (`train/loss`, `train/lr`, every
+    `every` steps) and the per-epoch ones (`loss/train`, `loss/val`, `accuracy/…`, `lr`, `speed/images_per_s`,
+    logged at the epoch's last step) line up, and a resumed run purges what a crash left after its last
+    checkpoint. Also: a grid of 16 training images at the start, and the hyper-parameters with the best
+    epoch's val_acc and val_loss at the end (the HParams tab compares runs)."""
+
+    EPOCH_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
+                  "val_acc": "accuracy/val", "lr": "lr", "images_per_s": "speed/images_per_s"}
+    HPARAMS_SKIP = ("out", "download", "report")  # do not change the model
+
+    def __init__(self, every: int = 1):
+        self.every = every
 
     def before_fit(self):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(self.trainer.run_dir), purge_step=self.trainer.epoch + 1)
+        t = self.trainer
+        # The trainer's global step (saved with its state); counted here if this trainer does not keep one.
+        self._count = int(getattr(t, "step", t.epoch * t.steps_per_epoch))
+        self.writer = SummaryWriter(log_dir=str(t.run_dir), purge_step=self._count + 1)
+        if t.epoch == 0:
+            self._add_samples()
+
+    def _step(self) -> int:
+        return int(getattr(self.trainer, "step", self._count))
+
+    def _add_samples(self):
+        import torch
+
+        split = self.trainer.data.train
+        idx = torch.arange(min(16, len(split)))
+        x = split.get(idx) if hasattr(split, "get") else split.x[idx]  # uint8 N×C×H×W
+        self.writer.add_images("samples/train", x.cpu(), 0, dataformats="NCHW")
+
+    def after_batch(self):
+        self._count += 1
+        step = self._step()
+        if step % self.every:
+            return
+        loss = getattr(self.trainer, "last_loss", None)
+        if loss is not None:
+            self.writer.add_scalar("train/loss", loss, step)
+        self.writer.add_scalar("train/lr", self.trainer.optimizer.param_groups[0]["lr"], step)
 
     def after_epoch(self):
-        r = self.trainer.history[-1]
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
-            self.writer.add_scalar(key.replace("_", "/", 1), r[key], r["epoch"])
+        r, step = self.trainer.history[-1], self._step()
+        for key, tag in self.EPOCH_TAGS.items():
+            self.writer.add_scalar(tag, r[key], step)
         self.writer.flush()
 
     def after_fit(self):
+        t = self.trainer
+        best = next((r for r in t.history if r["epoch"] == t.best_epoch), None)
+        if best is not None:
+            self._add_hparams(best)
         self.writer.close()
+
+    def _add_hparams(self, best: dict):
+        """Into this run's own event file (SummaryWriter.add_hparams would open a new sub-run for them)."""
+        import json
+
+        from torch.utils.tensorboard.summary import hparams
+
+        hp = {}
+        for key, value in self.trainer.cfg.to_dict().items():
+            if key in self.HPARAMS_SKIP or value is None:
+                continue
+            hp[key] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+        metrics = {"best/val_acc": best["val_acc"], "best/val_loss": best["val_loss"]}
+        for summary in hparams(hp, metrics):
+            self.writer.file_writer.add_summary(summary)
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, self._step())
 
 
 class Checkpoint(Callback):

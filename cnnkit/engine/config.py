@@ -1,13 +1,25 @@
 """Every training default in one place, each with the reason for it (Ultralytics keeps them so too).
 
 `None` means "chosen from the data" by `resolve`: a user who gives only `--data` gets a good model in
-reasonable time on a laptop CPU.
+reasonable time on a laptop CPU. Each field's reason is also its documentation: `cnnkit train` makes one flag
+per field (`--weight-decay`, `--channels-last/--no-channels-last`) with that text as its help, so an option is
+declared here and nowhere else.
+
+>>> cfg = TrainConfig(weight_decay=0.01)
+>>> cfg.weight_decay, cfg.optimizer, flag("batch_size")
+(0.01, 'adamw', '--batch-size')
+>>> help_of("momentum")
+'SGD only'
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass
 
+from ..data.dataset import DATA_MODES  # the data layer implements the modes; re-exported for the CLI
+from ..data.transforms import AUGMENTS
 from ..errors import CnnkitError
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
@@ -22,35 +34,63 @@ PRESETS: dict[str, dict] = {
              "val_fraction": 0.04, "label_smoothing": 0.05},
 }
 SCHEDULERS = ("onecycle", "cosine", "none")
+ON_BAD_IMAGE = ("fail", "skip")
+__all__ = ["AUGMENTS", "DATA_MODES", "ON_BAD_IMAGE", "OPTIMIZERS", "PRESETS", "SCHEDULERS", "TrainConfig",
+           "apply_preset", "check", "flag", "help_of", "not_one_of", "opt", "resolve"]
+
+
+def opt(default, help: str, *, choices: tuple | None = None, metavar: str | None = None):
+    """A `TrainConfig` field with its documentation: `help` says why the default is what it is, `choices` and
+    `metavar` shape its flag. A dict or list default is copied for each config (dataclasses' default_factory)."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "metavar": metavar}
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
-    data: str = "digits"  # a data spec: digits, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, folder:DIR, csv:FILE
-    preset: str = "default"  # default | fast: a named set of the defaults below (PRESETS); explicit options win
-    model: str | None = None  # None: simplecnn for images up to 32 px, simplecnn_bn above
-    model_kwargs: dict = field(default_factory=dict)  # extra builder arguments (e.g. small_input)
-    epochs: int | None = None  # None: enough passes for the data size (30 for digits, 12 for 50k images)
-    batch_size: int | None = None  # None: 128 (64 under 5,000 images: more steps per epoch)
-    lr: float | None = None  # None: 3e-3 for AdamW/Adam (the one-cycle peak), 0.05 for SGD
-    optimizer: str = "adamw"  # AdamW: robust across models without tuning
-    weight_decay: float = 5e-4  # mild, decoupled (AdamW); applied to weights, not to biases and norms
-    momentum: float = 0.9  # SGD only
-    scheduler: str = "onecycle"  # one-cycle (Smith 2018): warm-up then anneal; fastest to a good accuracy
-    label_smoothing: float | None = None  # None: 0.1; softer targets generalise better on small data
-    augment: str | None = None  # none | light | standard; None: light for ≤16 px images, standard above
-    img_size: int | None = None  # None: the images' own size (folders of photos: 128)
-    val_fraction: float | None = None  # None: 0.1 (0.2 for digits) when the source has no validation split
-    seed: int = 0  # everything random (split, init, shuffling, augmentation, dropout) follows from it
-    device: str = "auto"  # auto: CUDA if available, else CPU
-    channels_last: bool = True  # NHWC layout: 1.3x (simplecnn), 1.32x (fastcnn) training images/s, measured on
-    #                             2 AVX2 cores; also the layout a GPU's tensor cores want
-    patience: int | None = None  # early stopping: epochs without a better val_acc; None: never stop early
-    on_bad_image: str = "fail"  # fail: list every unreadable image and stop; skip: leave them out
-    max_pixels: int | None = None  # refuse images larger than this (decompression bombs); None: 40 MP
-    out: str | None = None  # run directory; None: runs/<data>-<model>-<time>
-    download: bool = False  # fetch MNIST/Fashion-MNIST/CIFAR-10 with torchvision when missing
-    report: bool = True  # write report.html (summary, curves, confusion matrix, Grad-CAM) after training
+    data: str = opt("digits", "a data spec: digits, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, folder:DIR, csv:FILE",
+                    metavar="SPEC")
+    preset: str = opt("default", "a named set of the defaults below (PRESETS); fast: the quickest route to a good "
+                      "model on a CPU; explicit options win", choices=tuple(PRESETS))
+    model: str | None = opt(None, "a registered model (cnnkit models); None: simplecnn for images up to 32 px, "
+                            "simplecnn_bn above")
+    model_kwargs: dict = opt({}, "extra builder arguments, a JSON object (e.g. {\"small_input\": true})",
+                             metavar="JSON")
+    epochs: int | None = opt(None, "None: enough passes for the data size (30 for digits, 12 for 50k images)")
+    batch_size: int | None = opt(None, "None: 128 (64 under 5,000 images: more steps per epoch)")
+    lr: float | None = opt(None, "peak learning rate; None: 3e-3 for AdamW/Adam (the one-cycle peak), 0.05 for SGD",
+                           metavar="LR")
+    optimizer: str = opt("adamw", "AdamW: robust across models without tuning", choices=OPTIMIZERS)
+    weight_decay: float = opt(5e-4, "mild, decoupled (AdamW); applied to weights, not to biases and norms")
+    momentum: float = opt(0.9, "SGD only")
+    scheduler: str = opt("onecycle", "one-cycle (Smith 2018): warm-up then anneal; fastest to a good accuracy",
+                         choices=SCHEDULERS)
+    label_smoothing: float | None = opt(None, "None: 0.1; softer targets generalise better on small data")
+    augment: str | None = opt(None, "None: light for ≤16 px images, standard above", choices=AUGMENTS)
+    flips: bool | None = opt(None, "horizontal flips in augmentation; None: decided from the data (on for photos of "
+                             "objects such as Fashion-MNIST and CIFAR-10; off for digits, letters and folders of "
+                             "unknown content, where a mirrored image can change class)")
+    img_size: int | None = opt(None, "resize images to PX×PX; None: the images' own size (folders of photos: 128)",
+                               metavar="PX")
+    val_fraction: float | None = opt(None, "the share of the training images held out for validation when the data "
+                                     "has no validation split; None: 0.1 (0.2 for digits)", metavar="F")
+    seed: int = opt(0, "everything random (split, init, shuffling, augmentation, dropout) follows from it")
+    device: str = opt("auto", "auto: CUDA if available, else CPU (or cpu, cuda, cuda:N)")
+    channels_last: bool = opt(True, "NHWC layout: 1.3x (simplecnn), 1.32x (fastcnn) training images/s, measured on "
+                              "2 AVX2 cores; also the layout a GPU's tensor cores want")
+    patience: int | None = opt(None, "early stopping: epochs without a better val_acc; None: never stop early")
+    on_bad_image: str = opt("fail", "fail: list every unreadable image and stop; skip: leave them out",
+                            choices=ON_BAD_IMAGE)
+    max_pixels: int | None = opt(None, "refuse images larger than this (decompression bombs); None: 40 MP")
+    data_mode: str = opt("auto", "where the decoded images live: memory (fastest), stream (an on-disk cache read "
+                         "batch by batch, for data larger than memory); auto: memory when the decoded data set "
+                         "takes under a quarter of the available RAM", choices=DATA_MODES)
+    out: str | None = opt(None, "run directory; None: runs/<data>-<model>-<time>", metavar="RUN_DIR")
+    download: bool = opt(False, "fetch MNIST/Fashion-MNIST/CIFAR-10 with torchvision when missing")
+    report: bool = opt(True, "write report.html (summary, curves, confusion matrix, Grad-CAM) after training; "
+                       "cnnkit report RUN_DIR writes it later")
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
@@ -64,6 +104,22 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def flag(name: str) -> str:
+    """The command-line flag of a field: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+def help_of(name: str) -> str:
+    """A field's documentation (the reason for its default)."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}[name]
+
+
+def not_one_of(value, choices) -> str:
+    """ "'sgdd' is not one of adamw, sgd, adam; did you mean 'sgd'?" """
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+    return f"{value!r} is not one of {', '.join(map(str, choices))}" + (f"; did you mean {close[0]!r}?" if close else "")
+
+
 def apply_preset(cfg: TrainConfig) -> TrainConfig:
     """Fill the options the user left at None from the preset."""
     if cfg.preset not in PRESETS:
@@ -71,13 +127,36 @@ def apply_preset(cfg: TrainConfig) -> TrainConfig:
     return cfg.replace(**{k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) is None})
 
 
+# Lower bounds no data set could make right; (bound, inclusive). Checked where the value is set.
+_AT_LEAST = {"epochs": (1, True), "batch_size": (1, True), "patience": (1, True), "img_size": (1, True),
+             "max_pixels": (1, True), "lr": (0, False), "weight_decay": (0, True), "momentum": (0, True),
+             "label_smoothing": (0, True), "val_fraction": (0, False)}
+
+
+def check(cfg: TrainConfig) -> TrainConfig:
+    """Refuse a value that is not on its list or out of range, naming the flag. Options left at None are
+    not checked: `resolve` fills them from the data and checks again. Returns `cfg` unchanged."""
+    for f in dataclasses.fields(cfg):
+        value, choices = getattr(cfg, f.name), f.metadata.get("choices")
+        if choices and value is not None and value not in choices:
+            raise CnnkitError(f"{flag(f.name)} {not_one_of(value, choices)}")
+    for name, (low, inclusive) in _AT_LEAST.items():
+        value = getattr(cfg, name)
+        if value is not None and (value < low if inclusive else value <= low):
+            need = f"at least {low}" if inclusive else ("positive" if low == 0 else f"more than {low}")
+            raise CnnkitError(f"{flag(name)} must be {need}, got {value}")
+    for name in ("label_smoothing", "val_fraction"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) >= 1:
+            raise CnnkitError(f"{flag(name)} must be less than 1, got {getattr(cfg, name)}")
+    if not isinstance(cfg.model_kwargs, dict):
+        raise CnnkitError(f"--model-kwargs must be a JSON object such as '{{\"small_input\": true}}', "
+                          f"got {cfg.model_kwargs!r}")
+    return cfg
+
+
 def resolve(cfg: TrainConfig, *, n_train: int, size: tuple[int, int]) -> TrainConfig:
     """Fill the `None` defaults from the preset, then from the data; check the rest."""
-    cfg = apply_preset(cfg)
-    if cfg.optimizer not in OPTIMIZERS:
-        raise CnnkitError(f"--optimizer {cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-    if cfg.scheduler not in SCHEDULERS:
-        raise CnnkitError(f"--scheduler {cfg.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+    cfg = check(apply_preset(cfg))
     side = min(size)
     model = cfg.model or ("simplecnn" if side <= 32 else "simplecnn_bn")
     pick = lambda value, default: default if value is None else value  # noqa: E731  (0 is a value, not "unset")
@@ -85,12 +164,6 @@ def resolve(cfg: TrainConfig, *, n_train: int, size: tuple[int, int]) -> TrainCo
     batch = pick(cfg.batch_size, 64 if n_train < 5_000 else 128)
     lr = pick(cfg.lr, 0.05 if cfg.optimizer == "sgd" else 3e-3)
     augment = cfg.augment or ("light" if side <= 16 else "standard")
-    for name, value in (("--epochs", epochs), ("--batch-size", batch)):
-        if value < 1:
-            raise CnnkitError(f"{name} must be at least 1, got {value}")
-    if lr <= 0:
-        raise CnnkitError(f"--lr must be positive, got {lr}")
-    if cfg.patience is not None and cfg.patience < 1:
-        raise CnnkitError(f"--patience must be at least 1, got {cfg.patience}")
     smoothing = 0.1 if cfg.label_smoothing is None else cfg.label_smoothing
-    return cfg.replace(model=model, epochs=epochs, batch_size=batch, lr=lr, augment=augment, label_smoothing=smoothing)
+    return check(cfg.replace(model=model, epochs=epochs, batch_size=batch, lr=lr, augment=augment,
+                             label_smoothing=smoothing))

@@ -17,28 +17,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._device import pick_device
 from ..data.dataset import ImageData, Split
-from ..data.transforms import augment, normalize
+from ..data.transforms import augment
 from ..errors import CnnkitError
 from ..models import create_model
-from . import checkpoint as ckpt
+from ..run import format as ckpt
 from .callbacks import EVENTS, Callback
 from .config import TrainConfig, resolve
 
 
 class TrainingDiverged(CnnkitError):
     """The loss became NaN or infinite."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CnnkitError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise CnnkitError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
 
 
 def _param_groups(model: nn.Module, weight_decay: float):
@@ -65,13 +55,17 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, data: ImageData, *, run_dir: str | Path,
                  callbacks: Iterable[Callback] = ()):
         self.data = data
-        self.cfg = resolve(cfg, n_train=len(data.train), size=data.size)
+        cfg = resolve(cfg, n_train=len(data.train), size=data.size)
+        # flips: the user's choice, else what is known of the data (never for digits, letters, unknown folders)
+        self.cfg = cfg.replace(flips=data.flips if cfg.flips is None else bool(cfg.flips))
         self.run_dir = Path(run_dir)
+        self.preprocess = data.preprocess
         self.device = pick_device(self.cfg.device)
         # On a GPU: bf16 autocast (tensor cores), and the uint8 data set moved to the GPU once, so batches
         # never cross PCIe. On a CPU, fp32: bf16 was measured 7x slower on AVX2 CPUs without AMX.
         self.autocast = self.device.type == "cuda"
-        on_device = lambda s: Split(s.x.to(self.device), s.y.to(self.device), s.paths)  # noqa: E731
+        on_device = lambda s: Split(s.y.to(self.device), s.keys, x=s.x.to(self.device), paths=s.paths,  # noqa: E731
+                                    origin=s.origin) if s.in_memory else s
         self.train_split, self.val_split = (on_device(data.train), on_device(data.val)) if self.autocast \
             else (data.train, data.val)
         torch.manual_seed(self.cfg.seed)
@@ -88,9 +82,9 @@ class Trainer:
         self.scheduler = self._make_scheduler()
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=self.cfg.label_smoothing)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)  # shuffling and augmentation
-        self.epoch, self.batch_index = 0, 0
+        self.epoch, self.batch_index, self.step, self.last_loss = 0, 0, 0, float("nan")
         self.history: list[dict] = []
-        self.best_val_acc, self.best_epoch = -1.0, 0
+        self.best_val_acc, self.best_val_loss, self.best_epoch = -1.0, math.inf, 0
         self.should_stop, self.stop_reason = False, None
         self.running = {"loss": 0.0, "acc": 0.0, "images_per_s": 0.0}
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
@@ -126,6 +120,8 @@ class Trainer:
     def fit(self) -> dict:
         start = time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not (self.run_dir / ckpt.SPLIT).exists():
+            ckpt.save_split(self.data.manifest(), self.run_dir / ckpt.SPLIT)
         self._event("before_fit")
         try:
             while self.epoch < self.cfg.epochs and not self.should_stop:
@@ -136,8 +132,8 @@ class Trainer:
                 seconds = time.perf_counter() - t0
                 self._event("after_train_epoch")
                 val_loss, val_acc = self.evaluate_split(self.val_split)
-                if val_acc > self.best_val_acc:
-                    self.best_val_acc, self.best_epoch = val_acc, self.epoch
+                if self.is_better(val_acc, val_loss):
+                    self.best_val_acc, self.best_val_loss, self.best_epoch = val_acc, val_loss, self.epoch
                 self.history.append({
                     "epoch": self.epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
                     "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
@@ -152,24 +148,32 @@ class Trainer:
                 "run_dir": str(self.run_dir), "model": self.cfg.model, "data": self.data.spec,
                 "stopped": self.stop_reason}
 
-    def _batch(self, split: Split, idx: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        x = split.x[idx]
+    #: how the best epoch is chosen (saved in model.json)
+    BEST_RULE = ("the highest val_acc; on a tie, the lower val_loss, and the later epoch when that ties too "
+                 "(a later epoch of a decaying schedule is the better-settled model)")
+
+    def is_better(self, val_acc: float, val_loss: float) -> bool:
+        if val_acc != self.best_val_acc:
+            return val_acc > self.best_val_acc
+        return val_loss <= self.best_val_loss
+
+    def _prepare(self, x: torch.Tensor, y: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if train:
-            x = augment(x, self.cfg.augment, flips=self.data.flips_ok, generator=self.generator)
+            x = augment(x, self.cfg.augment, flips=self.cfg.flips, generator=self.generator)
         x = x.to(self.device, non_blocking=True)
-        x = normalize(x, self.data.mean, self.data.std).contiguous(memory_format=self.memory_format)
-        return x, split.y[idx].to(self.device, non_blocking=True)
+        x = self.preprocess.normalize(x).contiguous(memory_format=self.memory_format)
+        return x, y.to(self.device, non_blocking=True)
 
     def _train_epoch(self) -> tuple[float, float]:
         self.model.train()
         split = self.train_split
         order = torch.randperm(len(split), generator=self.generator)
         b = self.cfg.batch_size
+        order = order[:self.steps_per_epoch * b]  # (drops a last batch of one)
         total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
-        for self.batch_index in range(self.steps_per_epoch):
-            idx = order[self.batch_index * b:(self.batch_index + 1) * b]
+        for self.batch_index, (xb, yb) in enumerate(split.batches(b, order)):
             self._event("before_batch")
-            x, y = self._batch(split, idx, train=True)
+            x, y = self._prepare(xb, yb, train=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = self.model(x)
                 loss = self.loss_fn(logits.float(), y)
@@ -181,7 +185,9 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             n = len(y)
-            total_loss += loss.item() * n
+            self.step += 1
+            self.last_loss = loss.item()
+            total_loss += self.last_loss * n
             correct += int((logits.argmax(1) == y).sum())
             seen += n
             self.running = {"loss": total_loss / seen, "acc": correct / seen,
@@ -199,9 +205,8 @@ class Trainer:
     def predict_logits(self, split: Split, batch_size: int = 512) -> torch.Tensor:
         self.model.eval()
         out = []
-        for i in range(0, len(split), batch_size):
-            idx = torch.arange(i, min(i + batch_size, len(split)))
-            x, _ = self._batch(split, idx, train=False)
+        for xb, yb in split.batches(batch_size):
+            x, _ = self._prepare(xb, yb, train=False)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 out.append(self.model(x).float().cpu())
         return torch.cat(out)
@@ -218,12 +223,12 @@ class Trainer:
         return {
             "model": {"name": self.cfg.model, "kwargs": self.model.model_kwargs},
             "classes": self.data.classes,
-            "input": {"channels": self.data.channels, "size": list(self.data.size), "mean": self.data.mean,
-                      "std": self.data.std, "resize": "fit (shorter side, then centre crop)"},
-            "data": {"spec": self.data.spec, "name": self.data.name, **self.data.split_info,
-                     "sizes": {k: len(v) for k, v in self.data.splits.items()}},
+            "preprocess": self.preprocess.to_dict(),
+            "data": {"spec": self.data.spec, "name": self.data.name, "mode": self.data.mode, **self.data.split_info,
+                     "sizes": {k: len(v) for k, v in self.data.splits.items()}, "split_file": ckpt.SPLIT},
             "train": self.cfg.to_dict(),
             "metrics": {"best_epoch": self.best_epoch, **{k: v for k, v in best.items() if k != "epoch"}},
+            "best_rule": self.BEST_RULE,
             "created": datetime.now().isoformat(timespec="seconds"),
         }
 
@@ -234,8 +239,8 @@ class Trainer:
     def save_state(self) -> None:
         np_state = np.random.get_state()
         state = {
-            "config": self.cfg.to_dict(), "epoch": self.epoch, "history": self.history,
-            "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+            "config": self.cfg.to_dict(), "epoch": self.epoch, "step": self.step, "history": self.history,
+            "best_val_acc": self.best_val_acc, "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
@@ -246,12 +251,28 @@ class Trainer:
         ckpt.save_state(state, self.run_dir / ckpt.STATE)
 
     def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        """Continue from a saved state. If the run is being extended (more epochs than it was started with),
+        the schedule is rebuilt for the new total and advanced to where the run is, as Keras' initial_epoch."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CnnkitError(f"the saved training state does not fit this model and data "
+                              f"({str(e).splitlines()[0][:200]})") from None
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        self.step = int(state.get("step", self.epoch * self.steps_per_epoch))
         self.best_val_acc, self.best_epoch = float(state["best_val_acc"]), int(state["best_epoch"])
+        self.best_val_loss = float(state.get("best_val_loss", math.inf))
+        extended = int(state["config"].get("epochs") or 0) != self.cfg.epochs
+        if self.scheduler is not None and state.get("scheduler") is not None and not extended:
+            self.scheduler.load_state_dict(state["scheduler"])
+        elif self.scheduler is not None:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+                for _ in range(min(self.step, self.cfg.epochs * self.steps_per_epoch - 1)):
+                    self.scheduler.step()
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         self.generator.set_state(rng["generator"])

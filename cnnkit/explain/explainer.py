@@ -12,7 +12,6 @@ the hand-made kernels, Grad-CAM, receptive-field boxes, and with `data`, the top
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -20,99 +19,29 @@ import numpy as np
 import torch
 
 from ..errors import CnnkitError, UnknownNameError
-
-from ..data.samples import SAMPLES, load_sample
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-DEFAULT_IMG_SIZE = 224  # an untrained registry model sees the image at this size unless told
+from ..data.samples import SAMPLES  # noqa: F401  (re-exported: the names `explain` takes)
+from ..run.predictor import Predictor, load_image  # noqa: F401  (load_image: part of this module's API)
 
 
-@dataclass
-class Subject:
-    """A model with what it takes to feed it: classes, input channels and size, normalisation."""
-
-    model: torch.nn.Module
-    name: str
-    classes: list[str]
-    channels: int
-    size: tuple[int, int]
-    mean: list[float]
-    std: list[float]
-    trained: bool
-    source: str
-    meta: dict = field(default_factory=dict)
-
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 N×C×H×W at this model's channels and size → the normalised batch."""
-        from ..data.transforms import normalize
-
-        return normalize(images, self.mean, self.std)
-
-
-def load_subject(source: str | Path, *, img_size: int | None = None, num_classes: int | None = None) -> Subject:
+def load_subject(source: str | Path, *, img_size: int | None = None, num_classes: int | None = None) -> Predictor:
     """A run directory → its trained model; a registry name → a fresh, untrained one (3 channels, ImageNet
     normalisation, `img_size`² input, `num_classes` default 1000)."""
-    from ..models import create_model, list_models
+    from ..models import list_models
 
     src = str(source)
     path = Path(src)
     if path.is_dir():
-        from ..api import load_model
-
-        tm = load_model(path)
-        if img_size is not None and (img_size, img_size) != tuple(tm.size):
+        pred = Predictor.from_run(path)
+        if img_size is not None and (img_size, img_size) != tuple(pred.size):
             raise CnnkitError(f"--img-size {img_size}: {src} is a trained run whose model takes "
-                              f"{tm.size[0]}x{tm.size[1]} images; leave --img-size out")
-        return Subject(tm.model, tm.meta["model"]["name"], list(tm.classes), tm.channels, tuple(tm.size),
-                       list(tm.mean), list(tm.std), True, src, tm.meta)
+                              f"{pred.size[0]}x{pred.size[1]} images; leave --img-size out")
+        return pred
     if src in list_models():
-        side = int(img_size or DEFAULT_IMG_SIZE)
-        if side < 1:
-            raise CnnkitError(f"--img-size must be positive, got {side}")
-        n = int(num_classes or 1000)
-        try:
-            model = create_model(src, num_classes=n, in_channels=3, input_size=(side, side)).eval()
-        except ValueError as e:
-            raise CnnkitError(f"cannot build {src} for {side}x{side} images: {e}") from None
-        return Subject(model, src, [str(i) for i in range(n)], 3, (side, side), IMAGENET_MEAN, IMAGENET_STD,
-                       False, src)
+        return Predictor.untrained(src, img_size=img_size, num_classes=num_classes)
     if "/" in src or path.suffix or path.exists():
         raise CnnkitError(f"{src} is not a run directory (no such folder) nor a registered model; give the folder "
                           "`cnnkit train` wrote, or a model name from `cnnkit models`")
     raise UnknownNameError("model (or run directory)", src, list_models())
-
-
-def load_image(spec: str | Path):
-    """An image file (checked and decoded safely) or a scikit-image sample name → a PIL image."""
-    from PIL import Image
-
-    from ..data.images import open_image
-
-    s = str(spec)
-    if Path(s).is_file():
-        return open_image(s)
-    if s in SAMPLES:
-        return Image.fromarray(load_sample(s))
-    if Path(s).exists() or "/" in s or Path(s).suffix:
-        return open_image(s)  # a missing or unreadable file: one line naming it
-    raise UnknownNameError("sample image (or image file)", s, SAMPLES)
-
-
-def conform(x: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 N×C×H×W → `channels` (gray ↔ RGB by luminance / repetition) and `size` (bilinear, antialiased)."""
-    import torch.nn.functional as F
-
-    if x.shape[1] != channels:
-        if channels == 1:
-            w = torch.tensor([0.299, 0.587, 0.114])[: x.shape[1]]
-            x = (x.float() * (w / w.sum()).view(1, -1, 1, 1)).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-        elif x.shape[1] == 1:
-            x = x.repeat(1, channels, 1, 1)
-        else:
-            raise CnnkitError(f"cannot turn {x.shape[1]}-channel images into the model's {channels} channels")
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x.float(), size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-        x = x.round().clamp(0, 255).to(torch.uint8)
-    return x
 
 
 def _safe(name: str) -> str:
@@ -129,21 +58,24 @@ def _check_layers(model: torch.nn.Module, layers: Sequence[str] | None) -> list[
     return list(layers)
 
 
-def _load_patch_data(subject: Subject, spec: str, max_images: int) -> tuple[torch.Tensor, str]:
-    """The data set's validation images (else training), at most `max_images` (a seeded sample), conformed."""
+def _load_patch_data(sub: Predictor, spec: str, max_images: int) -> tuple[torch.Tensor, str]:
+    """Up to `max_images` validation images (else training; a seeded sample) of a data set, as the model sees
+    them. A run's own data comes through its saved split; other data is read at its own size and only the
+    sample goes through the model's preprocessing (resizing all of Fashion-MNIST to 224×224 would take GBs)."""
     from ..data import load_data
+    from ..run.predictor import load_run_data
 
-    train = subject.meta.get("train", {}) if subject.trained else {}
-    # a run: its data at its size, as in training; an untrained model: the data's own size, and only the
-    # sample is resized (upscaling all of Fashion-MNIST to 224×224 would take gigabytes)
-    side = subject.size[0] if subject.trained and subject.size[0] == subject.size[1] else None
-    ds = load_data(spec, img_size=side, val_fraction=subject.meta.get("data", {}).get("val_fraction"),
-                   seed=int(train.get("seed", 0)), on_bad_image=train.get("on_bad_image", "skip"))
+    own = sub.trained and spec == sub.meta.get("data", {}).get("spec")
+    ds = load_run_data(sub) if own else load_data(spec, on_bad_image="skip")
     split = "val" if "val" in ds.splits else "train"
-    x = ds.split(split).x
-    if len(x) > max_images:
-        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:max_images]]
-    return conform(x, subject.channels, subject.size), f"{ds.name} {split}"
+    s = ds.split(split)
+    idx = torch.arange(len(s))
+    if len(s) > max_images:
+        idx = torch.randperm(len(s), generator=torch.Generator().manual_seed(0))[:max_images].sort().values
+    x = s.get(idx)
+    if not own:
+        x = torch.from_numpy(np.stack([sub.preprocess.image(a) for a in x.numpy()]))
+    return x, f"{ds.name} {split}"
 
 
 def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: Sequence[str] | None = None,
@@ -151,7 +83,6 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
             num_classes: int | None = None, channels: int = 4, per_channel: int = 6,
             max_images: int = 2000) -> dict:
     """Write the explanation images for one image to `out`; return what was found and the files written."""
-    from ..data.images import to_array
     from . import features as feat
     from . import plots
     from .gradcam import gradcam, resolve_target
@@ -159,7 +90,7 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
     sub = load_subject(source, img_size=img_size, num_classes=num_classes)
     layers = _check_layers(sub.model, layers)
     target_idx = resolve_target(target, sub.classes)
-    img = np.array(to_array(load_image(image), sub.channels, sub.size))  # C×H×W uint8: what the model sees
+    img = sub.image(image)  # C×H×W uint8: what the model sees
     x = sub.prepare(torch.from_numpy(img)[None])
     shape = (sub.channels, *sub.size)
     out = Path(out)
@@ -216,7 +147,7 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
 
     if data:
         images, where = _load_patch_data(sub, data, max_images)
-        found = feat.top_patches(sub.model, images, sub.mean, sub.std, layers, channels=channels,
+        found = feat.top_patches(sub.model, images, sub.preprocess, layers, channels=channels,
                                  per_channel=per_channel)
         result["patches"] = {"data": where, "images": len(images), "layers": {}}
         for layer, rows in found.items():

@@ -233,14 +233,12 @@ def _cut(img: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
 
 
 @torch.no_grad()
-def top_patches(model: nn.Module, images: torch.Tensor, mean, std, layers: Sequence[str], *,
+def top_patches(model: nn.Module, images: torch.Tensor, preprocess, layers: Sequence[str], *,
                 channels: int = 4, per_channel: int = 6, batch_size: int = 128) -> dict[str, list[ChannelPatches]]:
     """For each layer, its `channels` most active channels on average over `images` (uint8 N×C×H×W, already
-    at the model's channels and size), and for each the `per_channel` images whose strongest unit in that
-    channel fires hardest, cut out by that unit's receptive field (one patch per image).
+    at the model's channels and size, normalised by `preprocess`), and for each the `per_channel` images whose
+    strongest unit in that channel fires hardest, cut out by that unit's receptive field (one patch per image).
     """
-    from ..data.transforms import normalize
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -250,7 +248,7 @@ def top_patches(model: nn.Module, images: torch.Tensor, mean, std, layers: Seque
     shapes: dict[str, tuple[int, int]] = {}
     try:
         for s in range(0, len(images), batch_size):
-            x = normalize(images[s:s + batch_size].to(device), mean, std)
+            x = preprocess.normalize(images[s:s + batch_size].to(device))
             for name, a in stage_maps(model, x, layers).items():
                 flat = a.flatten(2)  # B×C×hw
                 v, ix = flat.max(2)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .._io import atomic_write_text
+from ..errors import CnnkitError
 
 REPORT = "report.html"
 N_WORST = 8  # worst-classified validation images shown
@@ -56,15 +57,6 @@ def _fig(fig, alt: str) -> str:
     return _img(png_bytes(fig), alt)
 
 
-@torch.no_grad()
-def _probs(tm, x: torch.Tensor) -> torch.Tensor:
-    from ..data.transforms import normalize
-
-    out = [torch.softmax(tm.model(normalize(x[i:i + 512].to(tm.device), tm.mean, tm.std)).float(), 1).cpu()
-           for i in range(0, len(x), 512)]
-    return torch.cat(out) if out else torch.zeros(0, len(tm.classes))
-
-
 def read_history(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.csv"
     if not path.is_file():
@@ -88,7 +80,6 @@ def _per_class_table(rep: dict) -> str:
 
 def _worst(tm, val, probs: torch.Tensor, n: int) -> tuple[list[dict], list[dict]]:
     """The n validation images with the highest loss, with Grad-CAM for the predicted and the true class."""
-    from ..data.transforms import normalize
     from .gradcam import gradcam
 
     y = val.y
@@ -96,7 +87,8 @@ def _worst(tm, val, probs: torch.Tensor, n: int) -> tuple[list[dict], list[dict]
     idx = torch.argsort(loss, descending=True, stable=True)[:n].tolist()
     if not idx:
         return [], []
-    x = normalize(val.x[idx].to(tm.device), tm.mean, tm.std)
+    images = val.get(torch.tensor(idx))
+    x = tm.prepare(images)
     pred = probs[idx].argmax(1).tolist()
     true = y[idx].tolist()
     g_pred = gradcam(tm.model, x, pred)
@@ -108,7 +100,7 @@ def _worst(tm, val, probs: torch.Tensor, n: int) -> tuple[list[dict], list[dict]
                "p_true": round(float(probs[i, t]), 4), "loss": round(float(loss[i]), 4),
                "path": val.paths[i] if val.paths else None}
         rows.append(row)
-        items.append({**row, "image": val.x[i].numpy(), "cam_pred": g_pred.cam[k].numpy(),
+        items.append({**row, "image": images[k].numpy(), "cam_pred": g_pred.cam[k].numpy(),
                       "cam_true": g_true.cam[k].numpy()})
     return items, rows
 
@@ -121,7 +113,7 @@ def write_report(run_dir: str | Path, data=None) -> Path:
 
 def build_report(run_dir: str | Path, data=None) -> dict:
     """`write_report`, returning what the report found: its path, the split, accuracies, the worst images."""
-    from ..api import check_run_data, load_model, load_run_data
+    from ..run import Predictor, load_run_data
     from ..metrics import classification_report, plot_confusion_matrix
     from . import features as feat
     from . import plots
@@ -129,18 +121,21 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     from .summary import format_summary, summarize
 
     run_dir = Path(run_dir)
-    tm = load_model(run_dir)
+    tm = Predictor.from_run(run_dir)
     meta = tm.meta
     if data is None or isinstance(data, str):
         ds = load_run_data(tm, data)
     else:
         ds = data
-        check_run_data(ds, tm)
+        if ds.classes != tm.classes or ds.preprocess.size != tm.preprocess.size or \
+                ds.preprocess.channels != tm.preprocess.channels:
+            raise CnnkitError(f"the data ({ds.describe()}) does not match the run's model "
+                              f"({len(tm.classes)} classes, {tm.channels}x{tm.size[0]}x{tm.size[1]})")
     name = meta["model"]["name"]
     split = "test" if "test" in ds.splits else "val"
-    probs = _probs(tm, ds.split(split).x)
+    probs = tm.probs_split(ds.split(split))
     rep = classification_report(ds.split(split).y.numpy(), probs.numpy(), tm.classes, top_k=5)
-    val_probs = probs if split == "val" else _probs(tm, ds.val.x)
+    val_probs = probs if split == "val" else tm.probs_split(ds.val)
     val_acc = float((val_probs.argmax(1) == ds.val.y).float().mean()) if len(ds.val) else float("nan")
 
     parts: list[str] = []
@@ -209,8 +204,8 @@ def build_report(run_dir: str | Path, data=None) -> dict:
         yv = ds.val.y
         conf = val_probs[torch.arange(len(yv)), yv]
         i = int(torch.argmax(conf))
-        img = ds.val.x[i].numpy()
-        x = tm.preprocess([img])
+        img = ds.val.get(torch.tensor([i]))[0].numpy()
+        x = tm.prepare(torch.from_numpy(img)[None])
         g = gradcam(tm.model, x, int(yv[i]))
         parts.append(f"<h3>Sample feature maps: a validation '{html.escape(tm.classes[int(yv[i])])}' "
                      f"(p {float(conf[i]):.3f})</h3>")

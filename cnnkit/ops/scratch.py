@@ -75,7 +75,8 @@ def train_digits(*, epochs: int = DEFAULTS["epochs"], lr: float = DEFAULTS["lr"]
                  on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train `lenet_digits` from scratch on the digits split; returns the history and the final accuracy.
 
-    `progress` shows a tqdm bar (steps, rate, ETA, loss) on stderr; `on_epoch` is called with each
+    `progress` shows the steps, rate, ETA and loss on stderr (a bar on a terminal, else a line every 10 s:
+    cnnkit._progress); `on_epoch` is called with each
     epoch's record {"epoch", "loss", "train_acc", "val_acc"}.
 
     >>> r = train_digits(epochs=3)  # about a second
@@ -93,9 +94,11 @@ def train_digits(*, epochs: int = DEFAULTS["epochs"], lr: float = DEFAULTS["lr"]
     steps = (len(x_tr) + batch_size - 1) // batch_size
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        import sys
 
-        bar = tqdm(total=epochs * steps, unit="step", desc="scratch-train", dynamic_ncols=True, leave=False)
+        from .._progress import progress as show_progress
+
+        bar = show_progress(epochs * steps, "scratch-train", "steps", stream=sys.stderr)
     history, start = [], time.perf_counter()
     try:
         for epoch in range(1, epochs + 1):
@@ -110,8 +113,7 @@ def train_digits(*, epochs: int = DEFAULTS["epochs"], lr: float = DEFAULTS["lr"]
                 opt.step()
                 total += loss * len(idx)
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}", refresh=False)
+                    bar.update(1, epoch=epoch, loss=float(loss))
             record = {"epoch": epoch, "loss": total / len(x_tr), "train_acc": accuracy(model, x_tr, y_tr),
                       "val_acc": accuracy(model, x_val, y_val)}
             history.append(record)

@@ -13,7 +13,7 @@ from PIL import Image
 from cnnkit.data import BadImagesError, load_data
 from cnnkit.data.sources import read_idx
 from cnnkit.errors import CnnkitError, UnknownNameError
-from conftest import write_idx
+from idx_files import write_idx
 
 
 def test_digits_split_is_fixed_and_stratified():

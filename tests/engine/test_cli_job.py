@@ -50,7 +50,9 @@ def test_train_json_and_errors(capsys, tmp_path):
     assert code == 2 and "missing.png: no such file" in err
     code, _, err = run(capsys, "evaluate", tmp_path / "nope")
     assert code == 2 and "not a run directory" in err
-    code, _, err = run(capsys, "train", "--data", "digits", "--resume", tmp_path / "r", "--epochs", "3")
-    assert code == 2 and "drop --epochs" in err
+    code, _, err = run(capsys, "train", "--resume", tmp_path / "r", "--model", "lenet5")
+    assert code == 2 and "--model" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run(capsys, "train", "--resume", tmp_path / "r", "--epochs", "3", "--json")  # extends the run
+    assert code == 0 and json.loads(out)["epochs"] == 3 and "epoch   3/3" in err
     code, _, err = run(capsys, "train", "--data", "digits", "--model", "lenet")
     assert code == 2 and "Did you mean 'lenet5'" in err

@@ -1,7 +1,9 @@
 """Defaults come from the data and the preset; explicit options win; bad values are named."""
+import dataclasses
+
 import pytest
 
-from cnnkit.engine.config import PRESETS, TrainConfig, apply_preset, resolve
+from cnnkit.engine.config import DATA_MODES, PRESETS, TrainConfig, apply_preset, check, help_of, resolve
 from cnnkit.errors import CnnkitError
 
 
@@ -39,3 +41,23 @@ def test_resolving_twice_changes_nothing(cfg):
 def test_bad_values_are_named(kw, needle):
     with pytest.raises(CnnkitError, match=needle.replace("(", r"\(")):
         resolve(TrainConfig(**kw), n_train=100, size=(28, 28))
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"weight_decay": -0.1}, "--weight-decay must be at least 0, got -0.1"),
+    ({"data_mode": "ram"}, "--data-mode 'ram' is not one of auto, memory, stream"),
+    ({"augment": "standrd"}, "did you mean 'standard'?"), ({"lr": 0.0}, "--lr must be positive"),
+    ({"label_smoothing": 1.0}, "--label-smoothing must be less than 1"), ({"on_bad_image": "ignore"}, "fail, skip"),
+])
+def test_check_names_the_flag_before_any_data_is_read(kw, needle):
+    with pytest.raises(CnnkitError, match=needle.replace("?", r"\?")):
+        check(TrainConfig(**kw))
+    assert check(TrainConfig()) == TrainConfig()  # None means "from the data": not an error
+
+
+def test_every_option_is_documented_and_the_new_ones_default_to_the_data():
+    for f in dataclasses.fields(TrainConfig):
+        assert len(help_of(f.name)) > 5, f"TrainConfig.{f.name} has no reason"
+    cfg = TrainConfig()
+    assert cfg.flips is None and cfg.data_mode == "auto" and DATA_MODES == ("auto", "memory", "stream")
+    assert TrainConfig().model_kwargs is not TrainConfig().model_kwargs  # a fresh dict each time

@@ -6,7 +6,7 @@ this test checks the preset end to end, at a size CI can afford, against an accu
 import pytest
 
 import cnnkit
-from conftest import read_idx_gz, write_idx
+from idx_files import read_idx_gz, write_idx
 
 
 @pytest.mark.slow

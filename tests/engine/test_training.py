@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import cnnkit
 from cnnkit.engine import Callback, TrainingDiverged
-from cnnkit.engine import checkpoint as ckpt
+from cnnkit.run import format as ckpt
 from cnnkit.errors import CnnkitError
 
 
@@ -23,7 +23,8 @@ def test_digits_with_defaults_reaches_98_percent(tmp_path):
     assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
     meta = json.loads((run / "model.json").read_text())
     assert meta["model"]["name"] == "simplecnn" and meta["classes"] == [str(i) for i in range(10)]
-    assert meta["input"]["channels"] == 1 and meta["input"]["size"] == [8, 8]
+    assert meta["preprocess"]["channels"] == 1 and meta["preprocess"]["size"] == [8, 8]
+    assert meta["format"] == "cnnkit-run/2" and (run / "split.json").is_file()
     assert meta["metrics"]["val_acc"] == result["val_acc"] and "torch" in meta["versions"]
     rows = (run / "metrics.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch,train_loss") and len(rows) == 1 + result["epochs"]

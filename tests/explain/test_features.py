@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 import cnnkit
+from cnnkit.preprocess import Preprocess
 from cnnkit.explain import features as feat
 from cnnkit.explain.receptive_field import receptive_field
 from cnnkit.ops.kernels import get_kernel
@@ -108,7 +109,8 @@ def test_top_patches_find_the_planted_images():
     images = torch.from_numpy(rng.integers(0, 20, size=(50, 1, 16, 16), dtype=np.uint8))
     for n, (r, c) in {7: (4, 8), 31: (10, 3)}.items():  # two images with a dark-to-bright vertical edge
         images[n, 0, r - 1:r + 2, c:] = 250
-    found = feat.top_patches(model, images, [0.0], [1.0], ["pool1"], channels=2, per_channel=3)
+    found = feat.top_patches(model, images, Preprocess(1, (16, 16), (0.0,), (1.0,)), ["pool1"], channels=2,
+                             per_channel=3)
     rows = found["pool1"]
     assert [r.channel for r in rows] == [5, 2]
     sobel = rows[1]

@@ -52,7 +52,7 @@ def test_report_is_self_contained_and_right(digits_run):
     tm = cnnkit.load_model(digits_run)
     val = cnnkit.load_data("digits", img_size=16, seed=0).val
     with torch.no_grad():
-        probs = torch.softmax(tm.model(tm.preprocess(list(val.x.numpy()))), 1)
+        probs = torch.softmax(tm.model(tm.prepare(val.x)), 1)
     loss = -torch.log(probs[torch.arange(len(val.y)), val.y])
     want = torch.argsort(loss, descending=True)[:8].tolist()
     worst = info["worst"]
@@ -66,7 +66,7 @@ def test_report_is_self_contained_and_right(digits_run):
 def test_report_from_loaded_data_and_a_wrong_data_set(digits_run):
     ds = cnnkit.load_data("digits", img_size=16)
     assert write_report(digits_run, data=ds) == digits_run / "report.html"
-    with pytest.raises(cnnkit.CnnkitError, match="the data is 1x8x8, the model takes 1x16x16"):
+    with pytest.raises(cnnkit.CnnkitError, match=r"the data \(digits: 10 classes, 1x8x8.*does not match the run's model \(10 classes, 1x16x16\)"):
         write_report(digits_run, data=cnnkit.load_data("digits"))
 
 

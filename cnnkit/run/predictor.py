@@ -1,0 +1,231 @@
+"""`Predictor`: a model with its classes and preprocessing; the one way cnnkit turns images into predictions.
+
+evaluate, predict, report, explain, export and (later) the server all go through it, so they give the same
+probabilities for the same image. Its inputs: image files, scikit-image sample names, PIL images or uint8
+arrays (each through `Preprocess.image`), or uint8 batches already at the model's size (a data split).
+Inference is batched, and `predict_iter` keeps memory bounded however many images are given.
+
+>>> import cnnkit, tempfile
+>>> run = cnnkit.train('digits', epochs=1, out=tempfile.mkdtemp() + '/run', quiet=True, report=False)['run_dir']
+>>> p = Predictor.from_run(run)
+>>> p.classes[:3], p.preprocess.size
+(['0', '1', '2'], (8, 8))
+"""
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .._device import pick_device
+from ..errors import CnnkitError, UnknownNameError
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from . import format as fmt
+
+DEFAULT_IMG_SIZE = 224  # an untrained registry model sees images at this size unless told
+
+
+class Predictor:
+    """`model` (eval mode, no normalisation inside), `preprocess`, `classes`; `meta` and `run_dir` for a run."""
+
+    def __init__(self, model: torch.nn.Module, preprocess: Preprocess, classes: Sequence[str], *, name: str,
+                 device: str | torch.device = "cpu", trained: bool = True, meta: dict | None = None,
+                 run_dir: str | Path | None = None, source: str | None = None, engine: str = "torch"):
+        if engine not in ("torch", "onnx"):
+            raise CnnkitError(f"--engine {engine!r} is not one of torch, onnx")
+        self.device = pick_device(str(device)) if not isinstance(device, torch.device) else device
+        self.model = model.to(self.device).eval()
+        self.preprocess, self.classes, self.name = preprocess, list(classes), name
+        self.trained, self.meta = trained, meta or {}
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.source = source or (str(run_dir) if run_dir is not None else name)
+        self.engine = engine
+        self._onnx = self._onnx_model() if engine == "onnx" else None
+
+    # --- construction -----------------------------------------------------------------------------------
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, device: str = "cpu", engine: str = "torch") -> "Predictor":
+        """A run directory's best model (safetensors weights + validated model.json; no pickle)."""
+        meta = fmt.read_meta(run_dir)
+        model = fmt.build_model(meta)
+        fmt.load_weights(model, Path(run_dir) / fmt.WEIGHTS)
+        return cls(model, Preprocess.from_dict(meta["preprocess"]), meta["classes"], name=meta["model"]["name"],
+                   device=device, meta=meta, run_dir=run_dir, engine=engine)
+
+    @classmethod
+    def untrained(cls, name: str, *, img_size: int | None = None, num_classes: int | None = None) -> "Predictor":
+        """A registered model with random weights: 3 channels, ImageNet normalisation, `img_size`² input."""
+        from ..models import create_model
+
+        side = int(img_size or DEFAULT_IMG_SIZE)
+        if side < 1:
+            raise CnnkitError(f"--img-size must be positive, got {side}")
+        n = int(num_classes or 1000)
+        try:
+            model = create_model(name, num_classes=n, in_channels=3, input_size=(side, side))
+        except ValueError as e:
+            raise CnnkitError(f"cannot build {name} for {side}x{side} images: {e}") from None
+        return cls(model, Preprocess(3, (side, side), IMAGENET_MEAN, IMAGENET_STD), [str(i) for i in range(n)],
+                   name=name, trained=False)
+
+    # kept for the callers that knew the old TrainedModel's attributes
+    channels = property(lambda self: self.preprocess.channels)
+    size = property(lambda self: self.preprocess.size)
+    mean = property(lambda self: list(self.preprocess.mean))
+    std = property(lambda self: list(self.preprocess.std))
+
+    def _onnx_model(self):
+        """RUN_DIR/model.onnx, exported (and checked against eager) when missing or older than the weights."""
+        from ..export import OnnxModel, export_model
+
+        if self.run_dir is None:
+            raise CnnkitError("--engine onnx needs a run directory")
+        onnx_path = self.run_dir / "model.onnx"
+        weights = self.run_dir / fmt.WEIGHTS
+        if onnx_path.is_file() and onnx_path.stat().st_mtime >= weights.stat().st_mtime:
+            try:
+                return OnnxModel(onnx_path)
+            except CnnkitError:  # made by an older cnnkit (no metadata) or damaged: exported anew below
+                pass
+        export_model(self.model, self.preprocess, onnx_path, "onnx", classes=self.classes)
+        return OnnxModel(onnx_path)
+
+    # --- images in ----------------------------------------------------------------------------------------
+    def image(self, item) -> np.ndarray:
+        """A file path, a sample name, a PIL image or a uint8 array → uint8 C×H×W, as the model sees it."""
+        if isinstance(item, (str, os.PathLike)):
+            return self.preprocess.image(load_image(item))
+        return self.preprocess.image(item)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 N×C×H×W at the model's size → the normalised float batch on the model's device."""
+        return self.preprocess.normalize(x.to(self.device))
+
+    # --- predictions --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 N×C×H×W → float32 logits on the CPU."""
+        if tuple(x.shape[1:]) != (self.preprocess.channels, *self.preprocess.size):
+            raise CnnkitError(f"a batch of shape {tuple(x.shape)} does not match the model's input "
+                              f"{self.preprocess.channels}x{self.preprocess.size[0]}x{self.preprocess.size[1]}")
+        if self._onnx is not None:
+            return self._onnx.logits(x)
+        return self.model(self.prepare(x)).float().cpu()
+
+    def probs(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Softmax probabilities for a uint8 batch of any length, `batch_size` images at a time."""
+        out = [torch.softmax(self.logits(x[i:i + batch_size]), 1) for i in range(0, len(x), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def probs_split(self, split, batch_size: int = 256) -> torch.Tensor:
+        """Probabilities for every image of a data split (`cnnkit.data.Split`), in its order."""
+        out = [torch.softmax(self.logits(x), 1) for x, _ in split.batches(batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def top(self, probs: torch.Tensor, top_k: int = 1) -> list[list[tuple[str, float]]]:
+        k = max(1, min(top_k, len(self.classes)))
+        top = probs.topk(k, dim=1)
+        return [[(self.classes[i], float(p)) for p, i in zip(ps.tolist(), ix.tolist())]
+                for ps, ix in zip(top.values, top.indices)]
+
+    def predict_proba(self, images: Iterable) -> torch.Tensor:
+        arrays = [self.image(im) for im in images]
+        return self.probs(torch.from_numpy(np.stack(arrays))) if arrays else torch.zeros(0, len(self.classes))
+
+    def predict(self, images: Iterable, top_k: int = 1) -> list[list[tuple[str, float]]]:
+        """Per image (path, sample name, PIL image or uint8 array), the top-k (class, probability) pairs."""
+        return self.top(self.predict_proba(images), top_k)
+
+    def predict_iter(self, images: Sequence, top_k: int = 1, batch_size: int = 64,
+                     on_error=None) -> Iterator[tuple[object, list[tuple[str, float]] | None]]:
+        """(input, top-k) for each input, `batch_size` images decoded at a time, so memory stays bounded.
+        An unreadable file raises, or with `on_error(item, exc)` given, is reported and yields (item, None)."""
+        from ..data.images import BadImagesError
+
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            arrays, ok = [], []
+            for item in chunk:
+                try:
+                    arrays.append(self.image(item))
+                    ok.append(True)
+                except BadImagesError as e:
+                    if on_error is None:
+                        raise
+                    on_error(item, e)
+                    ok.append(False)
+            tops = iter(self.top(self.probs(torch.from_numpy(np.stack(arrays))), top_k) if arrays else [])
+            for item, good in zip(chunk, ok):
+                yield item, (next(tops) if good else None)
+
+
+def load_image(spec: str | os.PathLike):
+    """An image file (checked and decoded safely) or a scikit-image sample name → a PIL image."""
+    from PIL import Image
+
+    from ..data.images import open_image
+    from ..data.samples import SAMPLES, load_sample
+
+    s = str(spec)
+    if Path(s).is_file():
+        return open_image(s)
+    if s in SAMPLES:
+        return Image.fromarray(load_sample(s))
+    if Path(s).exists() or os.sep in s or "/" in s or Path(s).suffix:
+        return open_image(s)  # a missing or unreadable file: one line naming it
+    raise UnknownNameError("sample image (or image file)", s, SAMPLES)
+
+
+def expand_inputs(specs: Sequence[str]) -> list[str]:
+    """Files, folders (their images, recursively, sorted), globs and sample names → a list of inputs.
+    A folder or glob that matches no image is one clear line."""
+    from ..data.images import IMAGE_EXTENSIONS, list_images
+    from ..data.samples import SAMPLES
+
+    out: list[str] = []
+    for spec in specs:
+        p = Path(spec).expanduser()
+        if p.is_dir():
+            found = [str(f) for f in list_images(p)]
+            if not found:
+                raise CnnkitError(f"{spec} is a folder with no images ({', '.join(IMAGE_EXTENSIONS)}) in it")
+            out += found
+        elif p.is_file() or spec in SAMPLES:
+            out.append(spec)
+        elif glob.has_magic(spec):
+            found = sorted(f for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
+            if not found:
+                raise CnnkitError(f"{spec} matches no file")
+            out += found
+        else:
+            out.append(spec)  # a missing file or an unknown sample name: named when it is read
+    return out
+
+
+def load_run_data(pred: Predictor, spec: str | None = None, *, mode: str = "auto", log=None):
+    """The data a run was trained on, split exactly as then (its split.json), preprocessed as then; or, with
+    `spec`, other data, preprocessed as the run's model needs (its own splits)."""
+    from ..data import load_data
+
+    if pred.run_dir is None:
+        raise CnnkitError("load_run_data needs a trained run")
+    train_cfg = pred.meta.get("train", {})
+    own = pred.meta.get("data", {}).get("spec")
+    if spec is None and not own:
+        raise CnnkitError(f"{pred.run_dir}/model.json names no data set; pass one (--data SPEC)")
+    manifest = fmt.read_split(pred.run_dir) if spec is None or spec == own else None
+    use = spec or own
+    if manifest is None and (spec is None or spec == own):
+        # a run saved before split.json existed: re-derive its split with its seed and fraction, as it did
+        return load_data(use, val_fraction=pred.meta.get("data", {}).get("val_fraction"),
+                         seed=int(train_cfg.get("seed", 0)), on_bad_image=train_cfg.get("on_bad_image", "fail"),
+                         preprocess=pred.preprocess, mode=mode, log=log)
+    ds = load_data(use, seed=int(train_cfg.get("seed", 0)), on_bad_image="skip" if manifest is None else "fail",
+                   preprocess=pred.preprocess, manifest=manifest, mode=mode, log=log)
+    if ds.classes != pred.classes:
+        raise CnnkitError(f"the data's classes {ds.classes[:5]} differ from the model's {pred.classes[:5]}")
+    return ds
