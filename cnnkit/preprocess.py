@@ -67,7 +67,7 @@ class Preprocess:
     # --- saved in model.json ----------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"channels": self.channels, "size": list(self.size), "mean": list(self.mean), "std": list(self.std),
-                "resize": self.resize, "input": "uint8 RGB or grayscale pixels, 0-255"}
+                "resize": self.resize}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "preprocess") -> "Preprocess":
@@ -82,6 +82,8 @@ class Preprocess:
                        str(d.get("resize", "fit")))
         except (TypeError, ValueError) as e:
             raise CnnkitError(f"{where} is malformed ({e})") from None
+        except CnnkitError as e:
+            raise CnnkitError(f"{where}: {str(e).partition(': ')[2] or e}") from None
 
     # --- pixels ------------------------------------------------------------------------------------------
     def image(self, im) -> np.ndarray:

@@ -103,8 +103,11 @@ class Trainer:
     def _make_scheduler(self):
         total = self.cfg.epochs * self.steps_per_epoch
         if self.cfg.scheduler == "onecycle":
+            if total < 4:  # too few steps for a warm-up and an anneal: a constant learning rate
+                return None
+            # a quarter of the steps warm up; at least 2, or OneCycleLR divides by a zero-length phase
             return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.cfg.lr, total_steps=total,
-                                                       pct_start=0.25)
+                                                       pct_start=max(0.25, 2 / total))
         if self.cfg.scheduler == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
         return None

@@ -86,7 +86,7 @@ def test_progress_helper_lines_bar_and_interval(monkeypatch):
     bar = io.StringIO()  # forced to be a terminal: tqdm's bar, which redraws with '\r'
     with progress(3, "x", "steps", stream=bar, tty=True) as p:
         p.update(3, loss=0.5)
-    assert "\r" in bar.getvalue() and "3/3" in bar.getvalue()
+    assert bar.getvalue().startswith("\rx:   0%|") and "steps/s" in bar.getvalue()
 
     monkeypatch.setenv("CNNKIT_PROGRESS_INTERVAL", "soon")
     with pytest.raises(CnnkitError, match="CNNKIT_PROGRESS_INTERVAL='soon' is not a number of seconds"):
