@@ -31,7 +31,6 @@ def run(name: str, overrides: dict, data: Path) -> dict:
 
     import cnnkit
     from cnnkit.data.sources import read_idx
-    from cnnkit.data.transforms import normalize
     from cnnkit.engine import Callback
 
     x_test = torch.from_numpy(read_idx(data / "t10k-images-idx3-ubyte.gz").copy())[:, None]
@@ -45,7 +44,7 @@ def run(name: str, overrides: dict, data: Path) -> dict:
             t = self.trainer
             t.model.eval()
             with torch.no_grad():
-                x = normalize(x_test, t.data.mean, t.data.std).contiguous(memory_format=t.memory_format)
+                x = t.preprocess.normalize(x_test).contiguous(memory_format=t.memory_format)
                 logits = torch.cat([t.model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
             curve.append({"epoch": t.epoch, "seconds": round(time.perf_counter() - t_start, 1),
                           "t10k_acc": round(float((logits.argmax(1) == y_test).float().mean()), 4),

@@ -32,7 +32,12 @@ class _Parser(argparse.ArgumentParser):
                 message += "; " + "; ".join(hints)
         elif "invalid choice:" in message:
             bad = message.split("invalid choice:", 1)[1].split("'")[1]
-            choices = next((a.choices for a in self._actions if a.choices), None) or []
+            # "argument --optimizer: invalid choice: …": the hints come from that argument's own choices
+            arg = message.split(":", 1)[0].replace("argument", "").strip()
+            named = [a for a in self._actions if a.choices and (arg in a.option_strings or arg == a.metavar
+                                                                or arg == a.dest)]
+            choices = (named or [a for a in self._actions if a.choices] or [None])[0]
+            choices = choices.choices if choices is not None else []
             close = difflib.get_close_matches(bad, list(choices), n=1, cutoff=0.5)
             if close:
                 message += f"; did you mean '{close[0]}'?"

@@ -1,4 +1,4 @@
-"""Batch transforms on uint8 tensors: normalisation and augmentation of a whole batch at once.
+"""Batch augmentation on uint8 tensors: a whole batch at once (normalisation is `cnnkit.preprocess`).
 
 Augmenting a batch in a few tensor ops costs far less than PIL transforms image by image, which matters on a
 CPU where the network itself is small.
@@ -9,13 +9,6 @@ import torch
 import torch.nn.functional as F
 
 AUGMENTS = ("none", "light", "standard")
-
-
-def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 N×C×H×W → float, (x/255 − mean)/std."""
-    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    return (x.float().div_(255.0) - mean) / std
 
 
 def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:

@@ -50,7 +50,8 @@ def opt(default, help: str, *, choices: tuple | None = None, metavar: str | None
 
 @dataclass
 class TrainConfig:
-    data: str = opt("digits", "a data spec: digits, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, folder:DIR, csv:FILE",
+    data: str = opt("digits", "a folder of images (DIR/CLASS/… or DIR/train|val|test/CLASS/…), a FILE.csv of "
+                              "path,label rows, or digits, fashion-mnist:DIR, mnist:DIR, cifar10:DIR",
                     metavar="SPEC")
     preset: str = opt("default", "a named set of the defaults below (PRESETS); fast: the quickest route to a good "
                       "model on a CPU; explicit options win", choices=tuple(PRESETS))

@@ -40,7 +40,7 @@ def test_tensorboard_logs_every_step_and_every_epoch(digits_run):
     assert steps == 23  # 1,437 training images in batches of 64
     for tag in ("train/loss", "train/lr"):
         assert [e.step for e in acc.Scalars(tag)] == list(range(1, steps + 1)), tag
-    assert acc.Scalars("train/lr")[0].value < acc.Scalars("train/lr")[steps // 4].value  # one-cycle warm-up
+    assert len({e.value for e in acc.Scalars("train/lr")}) > steps // 2  # the schedule, step by step
     for tag in ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr", "speed/images_per_s"):
         (point,) = acc.Scalars(tag)
         assert point.step == steps, tag

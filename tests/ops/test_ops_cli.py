@@ -90,7 +90,8 @@ def test_convolve_unreadable_image_and_kernel_too_large(capsys, tmp_path):
     assert code == 2 and "expected a .png file name" in err
 
 
-def test_scratch_train_json_and_last_line(capsys):
+def test_scratch_train_json_and_last_line(capsys, monkeypatch):
+    monkeypatch.setenv("CNNKIT_PROGRESS_INTERVAL", "0")  # a progress line at every update (not a terminal)
     code, out, _ = run(capsys, "scratch-train", "--epochs", 2, "--json")
     d = json.loads(out)
     assert code == 0 and d["epochs"] == 2 and len(d["history"]) == 2 and 0.5 < d["val_acc"] <= 1
@@ -98,7 +99,7 @@ def test_scratch_train_json_and_last_line(capsys):
     code, out, err = run(capsys, "scratch-train", "--epochs", 2)
     last = out.strip().splitlines()[-1]
     assert code == 0 and last == f"val_acc={d['val_acc']:.4f}"  # same seed, same result
-    assert "epoch   2" in out + err and "step" in err  # per-epoch lines and the progress bar
+    assert "epoch   2" in out + err and "steps/s" in err and "\r" not in err  # per-epoch and progress lines
 
 
 def test_scratch_train_rejects_bad_settings(capsys):
