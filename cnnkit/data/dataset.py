@@ -390,8 +390,10 @@ def _from_manifest(manifest: dict, source: Source, origin: list, keys: list, fin
     new = sorted(str(k) for o, k in where.keys() - wanted)
     changed = []
     if source.is_files:
+        # by size: a copied or moved folder gets new modification times but is the same data (the image cache,
+        # keyed on times too, re-decodes it anyway)
         old = manifest.get("files", {})
-        changed = sorted(k for k, st in old.items() if k in file_stats and list(file_stats[k]) != list(st))
+        changed = sorted(k for k, st in old.items() if k in file_stats and file_stats[k][0] != st[0])
     else:
         old_fp = manifest.get("source", {}).get("fingerprints", {})
         changed = [f"the {name} images or labels" for name, fp in old_fp.items()

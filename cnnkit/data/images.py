@@ -10,13 +10,14 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from PIL import Image, ImageOps
 
 from ..errors import CnnkitError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+T = TypeVar("T")
 MAX_PIXELS = 40_000_000  # refuse larger images (decompression bombs); 40 MP is beyond any camera JPEG in practice
 
 
@@ -39,13 +40,9 @@ class BadImagesError(CnnkitError):
         super().__init__(f"{len(self.bad)} unreadable image(s): {shown}{more}.{hint}")
 
 
-def open_image(path: str | os.PathLike, *, max_pixels: int | None = None,
-               draft: tuple[int, int] | None = None) -> Image.Image:
-    """Open, check and fully decode an image; EXIF orientation applied. Raises BadImagesError.
-
-    `draft` (W, H): a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8) that stays at least this size
-    (see cnnkit.preprocess)."""
-    path = str(path)
+def _checked(path: str, max_pixels: int | None, use: Callable[[Image.Image], T]) -> T:
+    """Open `path`, refuse it over the pixel limit, and return `use(image)`; every failure is a BadImagesError
+    naming the file and the reason."""
     max_pixels = max_pixels or MAX_PIXELS
     try:
         with warnings.catch_warnings():
@@ -55,11 +52,7 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None,
                 if w * h > max_pixels:
                     raise BadImagesError([BadImage(path, f"{w}x{h} = {w * h:,} pixels is over the limit of "
                                                           f"{max_pixels:,} (a decompression bomb?)")])
-                if draft is not None and im.format == "JPEG":
-                    im.draft(im.mode, _draft_request(im, draft))
-                im.load()  # decodes everything: a truncated file fails here
-                im = ImageOps.exif_transpose(im)
-                return im.copy()
+                return use(im)
     except BadImagesError:
         raise
     except FileNotFoundError:
@@ -71,11 +64,23 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     except Image.UnidentifiedImageError:
         raise BadImagesError([BadImage(path, "not an image file (unknown format)")]) from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated data, bad headers, broken chunks
-        raise BadImagesError([BadImage(path, f"corrupt or truncated ({str(e).splitlines()[0]})")]) from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadImagesError([BadImage(path, f"corrupt or truncated ({first})")]) from None
 
 
-def is_grayscale(im: Image.Image) -> bool:
-    return im.mode in ("1", "L", "LA", "I", "I;16", "F")
+def open_image(path: str | os.PathLike, *, max_pixels: int | None = None,
+               draft: tuple[int, int] | None = None) -> Image.Image:
+    """Open, check and fully decode an image; EXIF orientation applied. Raises BadImagesError.
+
+    `draft` (W, H): a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8) that stays at least this size
+    (see cnnkit.preprocess)."""
+    def decode(im: Image.Image) -> Image.Image:
+        if draft is not None and im.format == "JPEG":
+            im.draft(im.mode, _draft_request(im, draft))
+        im.load()  # decodes everything: a truncated file fails here
+        return ImageOps.exif_transpose(im).copy()
+
+    return _checked(str(path), max_pixels, decode)
 
 
 def _draft_request(im: Image.Image, target: tuple[int, int]) -> tuple[int, int]:
@@ -89,24 +94,10 @@ def _draft_request(im: Image.Image, target: tuple[int, int]) -> tuple[int, int]:
 
 def read_header(path: str, max_pixels: int | None = None) -> tuple[str, tuple[int, int]] | BadImage:
     """(mode, (W, H)) from the file's header alone (nothing decoded), or the BadImage saying why not."""
-    max_pixels = max_pixels or MAX_PIXELS
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    return BadImage(path, f"{w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,} "
-                                          "(a decompression bomb?)")
-                return im.mode, (w, h)
-    except FileNotFoundError:
-        return BadImage(path, "no such file")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return BadImage(path, f"over the pixel limit ({e})")
-    except Image.UnidentifiedImageError:
-        return BadImage(path, "not an image file (unknown format)")
-    except (OSError, SyntaxError, ValueError) as e:
-        return BadImage(path, f"corrupt or truncated ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+        return _checked(str(path), max_pixels, lambda im: (im.mode, im.size))
+    except BadImagesError as e:
+        return e.bad[0]
 
 
 def read_headers(paths: Sequence[str], max_pixels: int | None = None) -> list:
