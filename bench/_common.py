@@ -43,6 +43,35 @@ def write_results(name: str, payload: dict) -> Path:
     return path
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MB (VmHWM; since the last `reset_peak_rss`)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Start the peak (VmHWM, and with it ru_maxrss) again from the current RSS, so the next step's peak is
+    its own (Linux's /proc/self/clear_refs). False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def spread(values: list[float]) -> dict:
+    """{'median', 'min', 'max', 'runs'} of repeated measurements (None-free)."""
+    import statistics
+
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
+
+
 def print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
     """columns: (key, header). Values are formatted as given (strings) or with :g."""
     def fmt(v):

@@ -205,6 +205,7 @@ def digits_folder(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # 30 epochs: 5 s on 2 idle cores, 10 s beside other work
 def test_a_folder_of_handwritten_digits_reaches_98_5_percent(digits_folder, tmp_path):
     d = load_data(str(digits_folder))
     assert (len(d.train), len(d.val), d.channels, d.size, d.flips) == (1437, 360, 1, (8, 8), False)
