@@ -116,11 +116,11 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: b
         trainer.load_state(state)
     if not quiet:
         t = trainer.cfg
-        flips = "flips" if t.flips else "no flips"
+        flips = ("flips" if t.flips else "no flips") if t.augment != "none" else "no flips (no augmentation)"
         why = "" if cfg.flips is not None else f" ({ds.flips_reason}; --{'no-' if t.flips else ''}flips to change)"
         print(f"model {t.model} ({sum(p.numel() for p in trainer.model.parameters()):,} params) on {trainer.device}, "
               f"{t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr:g}, {t.scheduler}, "
-              f"augment {t.augment}, {flips}{why if t.augment == 'standard' else ''}; run dir {run_dir}",
+              f"augment {t.augment}, {flips}{why if t.augment != 'none' else ''}; run dir {run_dir}",
               file=log, flush=True)
         if state is not None:
             print(f"resuming {run_dir} after epoch {trainer.epoch}/{t.epochs} (best val_acc "

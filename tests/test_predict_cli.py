@@ -208,10 +208,6 @@ def test_a_saved_sample_predicts_as_evaluation_scored_it(source, tmp_path, fmnis
     assert torch.allclose(cli, probs[picks[1]], atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="run/predictor.py Predictor.image -> load_image -> open_image(path) without "
-                   "draft=, while the cache decodes files with Preprocess.load (JPEG draft): a large JPEG is "
-                   "decoded at 1/8 scale for training and evaluation but at full scale by predict, so predict "
-                   "sees other pixels than evaluation did (max difference 55 levels on this folder)")
 def test_a_large_jpeg_predicts_as_evaluation_scored_it(tmp_path):
     rng = np.random.default_rng(0)
     for c, tint in (("red", (200, 60, 60)), ("blue", (60, 60, 200))):

@@ -59,9 +59,18 @@ class ImageCache:
             raise CnnkitError(f"image cache {self.folder} is unreadable ({e}); delete the folder to rebuild it") from None
         if not isinstance(index, dict) or index.get("format") != FORMAT:
             raise CnnkitError(f"image cache {self.folder} is not a {FORMAT} cache; delete the folder to rebuild it")
-        self.n = int(index["n"])
-        self.shape = tuple(int(v) for v in index["shape"])
-        self.bad: dict[int, str] = {int(k): str(v) for k, v in index.get("bad", {}).items()}
+        try:
+            self.n = int(index["n"])
+            self.shape = tuple(int(v) for v in index["shape"])
+            self.bad: dict[int, str] = {int(k): str(v) for k, v in index.get("bad", {}).items()}
+            digests = index.get("digests")
+            self.digests: list[str] | None = [str(d) for d in digests] if digests is not None else None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CnnkitError(f"image cache {self.folder} has a malformed index.json ({type(e).__name__}: {e}); "
+                              "delete the folder to rebuild it") from None
+        if len(self.shape) != 3 or min(self.shape) < 1 or self.n < 0 or \
+                (self.digests is not None and len(self.digests) != self.n):
+            raise CnnkitError(f"image cache {self.folder} has a malformed index.json; delete the folder to rebuild it")
         self.record = int(np.prod(self.shape))
         path = self.folder / "images.u8"
         if not path.is_file() or path.stat().st_size != self.n * self.record:
@@ -99,22 +108,27 @@ class ImageCache:
 
 
 def open_or_build(key: str, n: int, shape: tuple[int, int, int], load: Callable[[int], np.ndarray],
-                  *, describe: str, log=None, workers: int | None = None) -> tuple[ImageCache, bool]:
+                  *, describe: str, log=None, workers: int | None = None,
+                  digest: Callable[[int], str] | None = None) -> tuple[ImageCache, bool]:
     """The cache for `key`, built if missing by calling `load(i)` (uint8 C×H×W, or raising BadImagesError)
-    for i in range(n). Returns (cache, built_now)."""
+    for i in range(n), and `digest(i)` (a content hash of item i's file, kept in index.json) if given.
+    Returns (cache, built_now)."""
     root = cache_root()
     final = root / key
-    if (final / "index.json").is_file():
+    if final.exists():
         try:
-            return ImageCache(final), False
+            cache = ImageCache(final)
+            if cache.n == n and cache.shape == tuple(shape):
+                return cache, False
         except CnnkitError:
-            shutil.rmtree(final, ignore_errors=True)  # damaged: rebuilt below
+            pass
+        shutil.rmtree(final, ignore_errors=True)  # damaged or not what its key promises: rebuilt below
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(root)
     tmp = root / f".{key}.building-{os.getpid()}-{time.time_ns()}"
     tmp.mkdir()
     try:
-        _build(tmp, n, shape, load, describe=describe, log=log, workers=workers)
+        _build(tmp, n, shape, load, describe=describe, log=log, workers=workers, digest=digest)
         try:
             os.rename(tmp, final)
         except OSError:  # another process finished the same cache first: use theirs
@@ -132,14 +146,20 @@ def open_or_build(key: str, n: int, shape: tuple[int, int, int], load: Callable[
         raise
 
 
-def _build(folder: Path, n: int, shape, load, *, describe: str, log, workers: int | None) -> None:
+def _build(folder: Path, n: int, shape, load, *, describe: str, log, workers: int | None, digest) -> None:
     from .._progress import progress
     from .images import BadImagesError
 
     record = int(np.prod(shape))
     bad: dict[int, str] = {}
+    digests: list[str] = [""] * n
 
     def one(i: int) -> np.ndarray | None:
+        if digest is not None:
+            try:
+                digests[i] = digest(i)  # read right after (or before) decoding: from the page cache
+            except OSError:
+                pass  # an unreadable file: load() names it
         try:
             a = load(i)
         except BadImagesError as e:
@@ -161,9 +181,11 @@ def _build(folder: Path, n: int, shape, load, *, describe: str, log, workers: in
         f.flush()
         os.fsync(f.fileno())
     bar.close()
-    atomic_write_json(folder / "index.json", {"format": FORMAT, "n": n, "shape": list(shape), "record_bytes": record,
-                                              "bad": {str(k): v for k, v in sorted(bad.items())},
-                                              "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    index = {"format": FORMAT, "n": n, "shape": list(shape), "record_bytes": record,
+             "bad": {str(k): v for k, v in sorted(bad.items())}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if digest is not None:
+        index["digests"] = digests
+    atomic_write_json(folder / "index.json", index)
 
 
 def _remove_stale_builds(root: Path, older_than_s: float = 6 * 3600) -> None:

@@ -15,6 +15,7 @@ stops and says what changed in the source (files missing, new or modified), neve
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -58,9 +59,10 @@ class Split:
         return self._x if self._x is not None else self.get(torch.arange(len(self)))
 
     def get(self, idx) -> torch.Tensor:
+        idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)  # an int too: always N×C×H×W
         if self._x is not None:
             return self._x[idx]
-        idx = torch.as_tensor(idx).reshape(-1).numpy()
+        idx = idx.numpy()
         return self._cache.read(self._rows[idx])
 
     def batches(self, batch_size: int = 256, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -185,20 +187,24 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
 
 def channel_stats(split: Split, seed: int = 0) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of a split's uint8 images, in [0, 1] units, in chunks (no big float copy);
-    a streamed split uses a seeded sample of STATS_SAMPLE images."""
+    """Per-channel mean and std of a split's uint8 images, in [0, 1] units; read in batches of ~8 MB and
+    summed without a float copy of the batch; a streamed split uses a seeded sample of STATS_SAMPLE images."""
     idx = torch.arange(len(split))
     if not split.in_memory and len(split) > STATS_SAMPLE:
         idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:STATS_SAMPLE].sort().values
-    s = s2 = None
-    n = 0
-    for x, _ in split.batches(4096, idx):
-        chunk = x.to(torch.float64) / 255.0
-        s = chunk.sum((0, 2, 3)) if s is None else s + chunk.sum((0, 2, 3))
-        s2 = (chunk ** 2).sum((0, 2, 3)) if s2 is None else s2 + (chunk ** 2).sum((0, 2, 3))
-        n += chunk.numel() // chunk.shape[1]
-    mean = s / n
-    std = (s2 / n - mean ** 2).clamp_min(1e-12).sqrt()
+    c, h, w = split.get(idx[:1]).shape[1:]
+    per_batch = max(1, (8 << 20) // (c * h * w))
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for x, _ in split.batches(per_batch, idx):
+        for i in range(0, len(x), 64):  # the squares in float32, 64 images at a time
+            part = x[i:i + 64].transpose(0, 1).reshape(c, -1)
+            s += part.sum(1, dtype=torch.float64)
+            f = part.float()
+            s2 += (f * f).sum(1, dtype=torch.float64)
+    n = len(idx) * h * w
+    mean = s / n / 255.0
+    std = (s2 / n / 255.0 ** 2 - mean ** 2).clamp_min(1e-12).sqrt()
     return [round(float(v), 6) for v in mean], [round(max(float(v), 1e-3), 6) for v in std]
 
 
@@ -241,9 +247,9 @@ def _pixels(source: Source, img_size: int | None, max_pixels: int) -> tuple[int,
     return channels, size, bad
 
 
-def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log) -> tuple[str, object, dict]:
+def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log) -> tuple:
     """All items of the source, every split one after the other, as a tensor (memory) or a cache (stream).
-    Returns (mode, store, {row: reason} of unreadable images)."""
+    Returns (mode, store, {row: reason} of unreadable images, each file's content digest or None)."""
     order = list(source.splits)
     items = [source.splits[k] for k in order]
     n = sum(len(it) for it in items)
@@ -254,18 +260,27 @@ def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log) 
     native = not source.is_files and all(it.x.shape[1:] == (c, h, w) for it in items)
     if native and mode != "stream":  # array source at its own size: nothing to decode
         x = torch.from_numpy(np.concatenate([it.x for it in items]))
-        return "memory", x, {}
+        return "memory", x, {}, None
+    digest = None
     if source.is_files:
         paths = [p for it in items for p in it.paths]
         load = lambda i: pixels.load(paths[i], max_pixels=max_pixels)  # noqa: E731
+        digest = lambda i: file_digest(paths[i])  # noqa: E731  (split.json tells an edited file from a copied one)
     else:
         arrays = np.concatenate([it.x for it in items])
         load = lambda i: pixels.image(arrays[i])  # noqa: E731
     fingerprint = "/".join(it.fingerprint() for it in items)
     key = cache_key(fingerprint, {"channels": c, "size": [h, w], "resize": pixels.resize,
                                   "max_pixels": max_pixels, "jpeg_draft": True})
-    cache, _ = open_or_build(key, n, (c, h, w), load, describe=f"{source.name} at {c}x{h}x{w}", log=log)
-    return mode, (cache.read_all() if mode == "memory" else cache), cache.bad
+    cache, _ = open_or_build(key, n, (c, h, w), load, describe=f"{source.name} at {c}x{h}x{w}", log=log,
+                             digest=digest)
+    return mode, (cache.read_all() if mode == "memory" else cache), cache.bad, cache.digests
+
+
+def file_digest(path: str) -> str:
+    """A content hash of a file (BLAKE2b, 128 bits)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | None = None, seed: int = 0,
@@ -296,7 +311,7 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
     else:
         channels, size, header_bad = _pixels(source, img_size, max_pixels)
     pixels = Preprocess(channels, size, (0.0,) * channels, (1.0,) * channels)
-    mode, store, bad_rows = _store(source, pixels, mode, max_pixels, log)
+    mode, store, bad_rows, digests = _store(source, pixels, mode, max_pixels, log)
 
     # every item: its source split, key, label, row in the store; the unreadable ones set aside
     origin, keys, labels, paths, rows, skipped = [], [], [], [], [], []
@@ -327,8 +342,11 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
     fingerprints = {name: it.fingerprint() for name, it in source.splits.items()} if not source.is_files else {}
     file_stats = {}
     if source.is_files:
+        row = 0
         for it in source.splits.values():
-            file_stats.update({k: list(st) for k, st in zip(it.keys, it.stats())})
+            for k, st in zip(it.keys, it.stats()):
+                file_stats[k] = [*st, digests[row]] if digests else list(st)
+                row += 1
     if manifest is not None:
         assignment, info = _from_manifest(manifest, source, origin, keys, fingerprints, file_stats, skipped)
     else:
@@ -390,10 +408,14 @@ def _from_manifest(manifest: dict, source: Source, origin: list, keys: list, fin
     new = sorted(str(k) for o, k in where.keys() - wanted)
     changed = []
     if source.is_files:
-        # by size: a copied or moved folder gets new modification times but is the same data (the image cache,
-        # keyed on times too, re-decodes it anyway)
+        # by size and content: a copied or moved folder gets new modification times but is the same data
+        def differs(old: list, new: list) -> bool:
+            if old[0] != new[0]:
+                return True
+            return len(old) > 2 and len(new) > 2 and bool(old[2]) and bool(new[2]) and old[2] != new[2]
+
         old = manifest.get("files", {})
-        changed = sorted(k for k, st in old.items() if k in file_stats and file_stats[k][0] != st[0])
+        changed = sorted(k for k, st in old.items() if k in file_stats and differs(list(st), file_stats[k]))
     else:
         old_fp = manifest.get("source", {}).get("fingerprints", {})
         changed = [f"the {name} images or labels" for name, fp in old_fp.items()

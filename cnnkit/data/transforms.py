@@ -33,13 +33,14 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, level: str, *, flips: bool, generator: torch.Generator) -> torch.Tensor:
-    """'light': shifts of 1/16 of the side; 'standard': 1/8 of the side, plus horizontal flips when the data
-    allows them (not for digits). Works on the uint8 batch, before normalisation."""
+    """'light': shifts of 1/16 of the side; 'standard': 1/8 of the side; with `flips` (the trainer's resolved
+    choice: from the data, or --flips), random horizontal flips too. Works on the uint8 batch, before
+    normalisation."""
     if level == "none":
         return x
     side = min(x.shape[-2:])
     pad = max(1, side // (16 if level == "light" else 8))
     x = random_shift(x, pad, generator)
-    if flips and level == "standard":
+    if flips:
         x = random_flip(x, generator)
     return x

@@ -272,6 +272,8 @@ class Trainer:
         elif self.scheduler is not None:
             import warnings
 
+            # built anew on the loaded optimizer (whose groups may lack the schedule's keys), then advanced
+            self.scheduler = self._make_scheduler()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
                 for _ in range(min(self.step, self.cfg.epochs * self.steps_per_epoch - 1)):

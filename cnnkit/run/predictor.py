@@ -98,6 +98,8 @@ class Predictor:
     def image(self, item) -> np.ndarray:
         """A file path, a sample name, a PIL image or a uint8 array → uint8 C×H×W, as the model sees it."""
         if isinstance(item, (str, os.PathLike)):
+            if Path(item).is_file():  # as the training cache decodes it (a large JPEG at a reduced scale)
+                return self.preprocess.load(item)
             return self.preprocess.image(load_image(item))
         return self.preprocess.image(item)
 

@@ -144,9 +144,6 @@ def test_a_cache_without_its_index_is_not_read(png_folder, cache, decodes):
     assert building(cache) == []
 
 
-@pytest.mark.xfail(strict=True, reason="cache.py ImageCache.__init__ reads index['n'] and index['shape'] "
-                   "unguarded: an index.json of the right format but missing a field raises KeyError, which "
-                   "open_or_build does not catch, instead of rebuilding the cache")
 def test_an_index_missing_its_fields_is_rebuilt(png_folder, cache, decodes):
     good = load_data(str(png_folder), mode="stream")
     [folder] = finished(cache)

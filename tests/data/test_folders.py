@@ -153,7 +153,7 @@ def test_default_flips_follow_the_data(png_folder, idx_dir, tmp_path):
             want = f"{'flips' if flips else 'no flips'} ({d.flips_reason}; --{'no-' if flips else ''}flips to change)"
             assert f"augment standard, {want}" in line, line
         else:  # digits, 8 px: light augmentation
-            assert "augment light, no flips;" in line, line
+            assert "augment light, no flips (digits: a mirrored digit" in line, line
 
 
 def test_flips_true_and_false_override_the_data(png_folder, idx_dir, tmp_path):
@@ -177,9 +177,6 @@ def test_flips_change_training_only_when_on(png_folder, tmp_path):
     assert on != off  # and flips=True does flip
 
 
-@pytest.mark.xfail(strict=True, reason="transforms.py augment() flips only at augment='standard'; images of 16 px "
-                   "or less get 'light', so flips=True is silently ignored for digits while api._fit's header "
-                   "line says 'augment light, flips'")
 def test_flips_true_flips_small_images_too(tmp_path):
     line, cfg = _header("digits", tmp_path, flips=True)
     assert "augment light, flips;" in line and cfg.flips is True

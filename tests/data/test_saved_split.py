@@ -50,7 +50,10 @@ def test_split_json_lists_exactly_the_folder_splits(png_folder, tmp_path):
     every = [k for s in m["splits"].values() for ks in s.values() for k in ks]
     assert sorted(m["files"]) == sorted(every) and len(every) == 180
     st = os.stat(png_folder / "val" / "trouser" / "005.png")
-    assert m["files"]["val/trouser/005.png"] == [st.st_size, st.st_mtime_ns]
+    size, mtime, digest = m["files"]["val/trouser/005.png"]
+    assert [size, mtime] == [st.st_size, st.st_mtime_ns]
+    import hashlib
+    assert digest == hashlib.blake2b((png_folder / "val/trouser/005.png").read_bytes(), digest_size=16).hexdigest()
     assert "val_fraction" not in m and m["skipped"] == []
 
 
@@ -179,17 +182,11 @@ def test_resume_uses_the_saved_split(png_folder, tmp_path):
     assert torch.load(run / "train_state.pt", weights_only=True)["epoch"] == 4
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.py load_state: a run too short for a one-cycle schedule (under 4 "
-                   "steps: no scheduler) extended past 4 steps builds a OneCycleLR, then optimizer.load_state_dict "
-                   "puts back param groups without its 'initial_lr'/'max_lr', and scheduler.step() raises KeyError")
 def test_a_run_too_short_for_a_schedule_can_be_extended(tmp_path):
     run = _train("digits", tmp_path / "run", epochs=1, batch_size=512)  # 3 steps: a constant learning rate
     assert resume(run, epochs=2, quiet=True)["epochs"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="dataset.py _from_manifest compares file sizes only (commit 6726e22), so "
-                   "an image edited in place at the same size (any edit of an uncompressed BMP) is not seen as "
-                   "modified: evaluate scores the new pixels as if they were the run's data")
 def test_an_image_edited_at_the_same_size_is_modified(png_folder, tmp_path):
     bmp = tmp_path / "bmp"
     for f in png_folder.rglob("*.png"):
