@@ -4,7 +4,7 @@ large photos, as the number of images doubles.
 Data, written once into --workdir (default /tmp/cnnkit-data-scale) and reused: Fashion-MNIST training images
 as 256×256 RGB JPEGs (bicubic upscale, quality 90) in ImageFolders DIR/CLASS/NNNNN.jpg of 10k, 20k and 40k
 images (hard links into one pool), and --predict-images (500) 4000×3000 photos (crops of scikit-image's
-astronaut, chelsea and coffee, upscaled, with ±12 grey levels of noise so they stay ~5 MB JPEGs).
+astronaut, chelsea and coffee, upscaled, with ±12 grey levels of noise so they stay ~3 MB JPEGs).
 
 Every measurement runs in a fresh child process with CNNKIT_CACHE=<workdir>/cache-N, so its peak RSS (VmHWM)
 is that of the measured work. A child that loads data first records the peak of `load_data`, then resets the
@@ -14,10 +14,11 @@ peak (/proc/self/clear_refs) so the measured step's own peak is reported beside 
            cache build (decode + resize + write), timed around cnnkit's `open_or_build`; the whole call
            (header scan, build, channel stats) in the JSON.
   pass     one pass over the training split at 224, batches of 128, in a shuffled order (as training reads
-           it), no model. stream/warm: the cache file in the OS page cache; stream/evicted: the file's pages
-           dropped first (posix_fadvise DONTNEED on that file only), so records come from the disk; memory:
-           where 2 × decoded size + the stats' working memory fits in 70% of the available RAM
-           (load_data holds the cache's copy and the splits' copies at once).
+           it), no model; load_data is given mean/std (the channel statistics are timed in `first`).
+           stream/warm: the cache file in the page cache; stream/evicted: the file's pages dropped first
+           (posix_fadvise DONTNEED on that file only), so records come from the disk; memory: where
+           2 × decoded size fits in 70% of the available RAM (load_data holds the cache's copy and the
+           splits' copies at once).
   first    a second run (the cache reused): load_data + the first training batch, inside the child;
            imports and process start excluded (the whole process is in the JSON).
   train    `cnnkit train --data DIR --data-mode stream|memory --img-size 64 --model simplecnn_bn --epochs 1`
@@ -27,7 +28,7 @@ peak (/proc/self/clear_refs) so the measured step's own peak is reported beside 
            img/s over the whole command (start-up included) and its peak RSS.
 
 Timings are medians over --runs (3) with their range; a measurement whose first run takes over --long-s
-(60 s) is run once, and the table says so. Prints a table last; writes bench/results/data_scale.json.
+(60 s) is run once, and the table says so (predict: over 300 s). Prints a table last; writes bench/results/data_scale.json.
 
     python bench/data_scale.py            # 10k, 20k, 40k images: ~40 min on 2 cores, ~15 GB of disk
     python bench/data_scale.py --quick    # 1k, 2k, 4k images, 40 photos: a few minutes (data_scale_quick.json)
@@ -212,7 +213,8 @@ def child_pass(p: dict) -> dict:
     from cnnkit.data import load_data
 
     t0 = time.perf_counter()
-    ds = load_data(p["dir"], img_size=SIDE, mode=p["mode"], log=io.StringIO())
+    # mean/std given: the channel statistics (timed in the `first` rows) are no part of a pass
+    ds = load_data(p["dir"], img_size=SIDE, mode=p["mode"], mean=(0.5,) * 3, std=(0.25,) * 3, log=io.StringIO())
     load_s = time.perf_counter() - t0
     load_peak = peak_rss_mb()
     reset = reset_peak_rss()
@@ -348,7 +350,8 @@ class Bench:
     def save(self) -> None:
         self.partial.write_text(json.dumps(self.results, indent=1, default=str))
 
-    def measure(self, key: str, label: str, plan: list[tuple[str, str, dict, Path]], *, before=None) -> None:
+    def measure(self, key: str, label: str, plan: list[tuple[str, str, dict, Path]], *, before=None,
+                long_s: float | None = None) -> None:
         """Run each (name, kind, params, cache) of `plan` --runs times, interleaved round by round; one whose
         first run took over --long-s stops after it. `before(name)` runs before each child (e.g. a cache clear)."""
         store = self.results.setdefault(key, {})
@@ -365,7 +368,7 @@ class Bench:
                          if k in ("images_per_s", "first_batch_s", "peak_mb", "step_peak_mb", "process_s", "error",
                                   "cache_resident_mb_before")}
                 print(f"  {label} {name} run {r + 1}: {brief}", file=sys.stderr, flush=True)
-                if "error" in res or (r == 0 and res["process_s"] > self.args.long_s):
+                if "error" in res or (r == 0 and res["process_s"] > (long_s or self.args.long_s)):
                     active.remove(name)
             self.save()
 
@@ -420,7 +423,8 @@ def main() -> int:
         plan = [("stream warm", "pass", {"dir": d, "mode": "stream"}, cache(n)),
                 ("stream evicted", "pass", {"dir": d, "mode": "stream", "evict": True}, cache(n))]
         bench.measure(f"{n}/pass", f"[{n:,}] pass", plan)
-        # memory mode: load_data holds the cache's copy and the splits' copies at once, plus the stats' work
+        # memory mode: load_data holds the cache's copy and the splits' copies at once, plus what a
+        # stream load_data needs beyond an idle child
         stream_load = max(r.get("load_peak_mb", 0) for r in bench.results[f"{n}/pass"]["stream warm"])
         need = 2 * decoded(n) + max(0.0, stream_load - base_mb) * 2**20
         fits = need < 0.7 * mem_available()
@@ -446,10 +450,11 @@ def main() -> int:
     if stream_runs:
         print(f"predict over {n_large} {large_size[0]}x{large_size[1]} JPEGs", file=sys.stderr, flush=True)
         bench.measure("predict", "predict", [("predict", "predict", {"run": stream_runs[0]["run_dir"], "dir": str(large),
-                                                                       "csv": str(work / "predict.csv")}, cache("train"))])
+                                                                       "csv": str(work / "predict.csv")}, cache("train"))],
+                      long_s=max(args.long_s, 300))  # a few minutes at most: worth its 3 runs
     rows = table_rows(bench.results, sizes, n_large, large_size, base_mb)
     mach = machine()
-    payload = {"quick": args.quick, "sizes": sizes, "img_size": SIDE, "train_img_size": TRAIN_SIDE, "batch": BATCH,
+    payload = {"cnnkit_commit": _git_commit(), "quick": args.quick, "sizes": sizes, "img_size": SIDE, "train_img_size": TRAIN_SIDE, "batch": BATCH,
                "workdir": str(work), "predict_images": n_large, "large_size": list(large_size),
                "ram_gb": _ram_gb(), "minutes": round((time.time() - t_start) / 60, 1), "runs": args.runs,
                "long_s": args.long_s, "table": rows, "results": bench.results}
@@ -463,6 +468,18 @@ def main() -> int:
                        ("unit", "unit"), ("runs", "runs"), ("peak", "peak RSS MB"), ("step_peak", "step peak MB"),
                        ("decoded", "decoded GB"), ("note", "note")])
     return 0
+
+
+def _git_commit() -> str | None:
+    """The commit measured, with '+dirty' when cnnkit/ has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "cnnkit"], cwd=REPO, capture_output=True,
+                               text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _ram_gb() -> float:
@@ -528,7 +545,7 @@ def table_rows(results: dict, sizes: list[int], n_large: int, large_size, base_m
             ok = [r for r in runs if "error" not in r]
             note = ""
             if ok:
-                note = (f"load_data + first batch in the child; + imports "
+                note = (f"load_data (channel stats of <= {20_000:,} images incl.) + first batch, in the child; + imports "
                         f"{spread([r['import_s'] for r in ok])['median']:.1f} s, whole process "
                         f"{spread([r['process_s'] for r in ok])['median']:.1f} s")
             rows.append(_row(n, f"first batch, 2nd run, {name}", runs, "first_batch_s", "s", decoded=dec, note=note))

@@ -27,6 +27,7 @@ from .engine.config import TrainConfig, apply_preset, resolve
 from .engine.trainer import Trainer
 from .errors import CnnkitError, UnknownNameError
 from .run import Predictor, load_run_data
+from .run.predictor import is_own_data
 from .run import format as fmt
 
 TrainedModel = Predictor  # the name this class had before it became the one Predictor
@@ -59,8 +60,8 @@ def train(data: str = "digits", *, quiet: bool = False, log_stream=None, callbac
 
         if cfg.model not in list_models():
             raise UnknownNameError("model", cfg.model, list_models())
-    if cfg.out and ((Path(cfg.out) / fmt.META).exists() or (Path(cfg.out) / fmt.STATE).exists()):
-        raise CnnkitError(f"{cfg.out} already holds a run; pick another --out, or --resume {cfg.out} to continue it")
+    if cfg.out:
+        fmt.check_unused(cfg.out)  # before the data is read: fail fast
     return _fit(cfg, None, None, quiet=quiet, log_stream=log_stream, callbacks=callbacks, start=start)
 
 
@@ -109,8 +110,22 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: b
         print(ds.describe() + f" ({'in memory' if ds.mode == 'memory' else 'streamed from the image cache'})",
               file=log, flush=True)
     resolved = resolve(cfg, n_train=len(ds.train), size=ds.size)
-    if run_dir is None:
+    new = run_dir is None
+    if new:
         run_dir = fmt.claim_run_dir(cfg.out, f"{ds.name}-{resolved.model}")
+    with fmt.training_lock(run_dir):
+        try:
+            if new:
+                fmt.save_split(ds.manifest(), run_dir / fmt.SPLIT)
+            return _train(resolved, cfg, ds, run_dir, state, quiet=quiet, log=log, callbacks=callbacks, start=start)
+        except BaseException:
+            if new:
+                fmt.release_unsaved(run_dir)
+            raise
+
+
+def _train(resolved: TrainConfig, cfg: TrainConfig, ds, run_dir: Path, state: dict | None, *, quiet: bool, log,
+           callbacks, start: float) -> dict:
     trainer = Trainer(resolved, ds, run_dir=run_dir, callbacks=[*_callbacks(resolved, quiet, log), *callbacks])
     if state is not None:
         trainer.load_state(state)
@@ -161,8 +176,8 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, split: str | None 
     if split is not None and split not in SPLITS:
         raise CnnkitError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
     pred = load_model(run_dir)
-    own = data is None or data == pred.meta.get("data", {}).get("spec")
-    ds = load_run_data(pred, None if own else data)
+    own = is_own_data(pred, data)
+    ds = load_run_data(pred, data)
     default = "test" if "test" in ds.splits else ("val" if own else "all")
     split = split or default
     if split == "all":
@@ -177,9 +192,14 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, split: str | None 
     rep = classification_report(ys.numpy(), probs.numpy(), pred.classes, top_k=top_k)
     how = "the run's saved split" if own and fmt.read_split(run_dir) is not None else "the data's own splits"
     rep.update(split=split, data=ds.spec, run_dir=str(run_dir), images=f"{used} ({how})")
-    if plot:
-        png = Path(run_dir) / f"confusion_matrix_{split}.png"
+    if plot:  # another data set's matrix never replaces the run's own
+        tag = split if own else f"{_safe(ds.name)}_{split}"
+        png = Path(run_dir) / f"confusion_matrix_{tag}.png"
         plot_confusion_matrix(rep["confusion_matrix"], pred.classes, png,
                               title=f"{pred.name} on {ds.name} {split}: accuracy {rep['accuracy']:.4f}")
         rep["confusion_matrix_png"] = str(png)
     return rep
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)

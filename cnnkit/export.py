@@ -35,7 +35,7 @@ SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".ts")}
 TOLERANCE = 1e-4
 EXTRA_FILE = "cnnkit.json"  # TorchScript's metadata file name
 # A run directory's own files (one that holds model.json is a run): an export must never replace them.
-RUN_FILES = ("model.safetensors", "model.json", "train_state.pt", "split.json", "report.html")
+from .run.format import META, RUN_FILES  # noqa: E402  (a run's own files: never an export's --out)
 _REEXPORT = "re-export it with this cnnkit (cnnkit export RUN_DIR --format onnx)"
 
 
@@ -80,7 +80,7 @@ def check_out(out: str | Path, fmt: str) -> Path:
         raise CnnkitError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     out = Path(out)
     real = out.resolve()  # a symlink or '..' must not sneak past the check below
-    if real.name in RUN_FILES and (real.parent / "model.json").is_file():
+    if real.name in RUN_FILES and (real.parent / META).is_file():
         raise CnnkitError(f"--out {out} is the run's own {real.name} in {real.parent}; pick another --out")
     if real.is_dir():
         raise CnnkitError(f"--out {out} is a directory; pick a file name such as {out / ('model' + SUFFIXES[fmt][0])}")

@@ -31,6 +31,8 @@ import torch.nn as nn
 
 from .errors import CnnkitError
 
+HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+GRAY_MODES = ("1", "L", "LA", *HIGH_BIT_MODES)  # a data set of only these is 1-channel
 RESIZE_POLICIES = ("fit",)  # shorter side to the target, then centre crop (the aspect ratio is kept)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -94,14 +96,11 @@ class Preprocess:
             im = _array_to_pil(im)
         if not isinstance(im, Image.Image):
             raise CnnkitError(f"expected an image (file path, PIL image or uint8 array), got {type(im).__name__}")
-        if self.channels == 1:
-            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                im = im.point(lambda v: v / 256).convert("L")
-            im = im.convert("L")
-        else:
-            if im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info:
-                im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
-            im = im.convert("RGB")
+        if im.mode in HIGH_BIT_MODES:  # 16-bit (and 32-bit) grayscale: scaled to 8 bits, never clipped
+            im = im.point(lambda v: v / 256).convert("L")
+        if im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info:  # transparent → white
+            im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
+        im = im.convert("L" if self.channels == 1 else "RGB")
         h, w = self.size
         if im.size != (w, h):
             im = ImageOps.fit(im, (w, h), method=Image.Resampling.BILINEAR)

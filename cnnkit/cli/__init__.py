@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"cnnkit: error: no such file: {e.filename or e}", file=sys.stderr)
         return 2
+    except (IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        print(f"cnnkit: error: {e.strerror or e}: {e.filename or ''}; check the path", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `cnnkit ... | head`: the reader left; not an error of ours
         import os
 

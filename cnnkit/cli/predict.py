@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise CnnkitError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
         raise CnnkitError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.save_csv:
+        _check_csv_path(args.save_csv)  # before any image is classified: nothing computed is then lost
     inputs = expand_inputs(args.images)
     model = api.load_model(args.run_dir, engine=args.engine)
     errors: list[dict] = []
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if args.save_csv:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["image"] + [f"{k}{i + 1}" for i in range(args.top_k) for k in ("class", "probability")])
+        k = min(args.top_k, len(model.classes))  # as many columns as each row has
+        w.writerow(["image"] + [f"{name}{i + 1}" for i in range(k) for name in ("class", "probability")])
         for r in results:
             w.writerow([r["image"]] + [v for t in r["top"] for v in (t["class"], t["probability"])])
         atomic_write_text(args.save_csv, buf.getvalue())
@@ -74,3 +77,23 @@ def run(args: argparse.Namespace) -> int:
     elif args.save_csv:
         print(f"wrote {len(results)} predictions to {args.save_csv}", file=sys.stderr)
     return 0
+
+
+def _check_csv_path(path: str) -> None:
+    """--save-csv must name a new or replaceable file in an existing, writable folder, never a run's own file."""
+    import os
+    from pathlib import Path
+
+    from ..errors import CnnkitError
+    from ..run.format import META, RUN_FILES
+
+    p = Path(path)
+    if p.is_dir():
+        raise CnnkitError(f"--save-csv {path} is a folder; give a file name, e.g. {p / 'predictions.csv'}")
+    if p.name in RUN_FILES and (p.parent / META).is_file():
+        raise CnnkitError(f"--save-csv {path} would overwrite a file of the run in {p.parent}; pick another name")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise CnnkitError(f"--save-csv {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise CnnkitError(f"--save-csv {path}: not writable here; pick another place")

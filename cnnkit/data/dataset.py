@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import CnnkitError
-from ..preprocess import Preprocess
+from ..preprocess import GRAY_MODES, Preprocess
 from .cache import ImageCache, cache_key, open_or_build
 from .images import MAX_PIXELS, BadImage, BadImagesError, read_headers
 from .sources import Items, Source, load_source
@@ -234,8 +234,7 @@ def _pixels(source: Source, img_size: int | None, max_pixels: int) -> tuple[int,
     good = [h for h in headers if not isinstance(h, BadImage)]
     if not good:
         raise CnnkitError(f"{source.spec}: no readable images")
-    gray = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
-    channels = 1 if all(mode in gray for mode, _ in good) else 3
+    channels = 1 if all(mode in GRAY_MODES for mode, _ in good) else 3
     sizes = {size for _, size in good}
     if img_size:
         size = (img_size, img_size)
@@ -270,8 +269,13 @@ def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log) 
         arrays = np.concatenate([it.x for it in items])
         load = lambda i: pixels.image(arrays[i])  # noqa: E731
     fingerprint = "/".join(it.fingerprint() for it in items)
-    key = cache_key(fingerprint, {"channels": c, "size": [h, w], "resize": pixels.resize,
-                                  "max_pixels": max_pixels, "jpeg_draft": True})
+    import PIL
+
+    from .._version import __version__
+
+    # the decoder and the resizing are part of the pixels: another Pillow or cnnkit gives another cache
+    key = cache_key(fingerprint, {"channels": c, "size": [h, w], "resize": pixels.resize, "max_pixels": max_pixels,
+                                  "jpeg_draft": True, "pillow": PIL.__version__, "cnnkit": __version__})
     cache, _ = open_or_build(key, n, (c, h, w), load, describe=f"{source.name} at {c}x{h}x{w}", log=log,
                              digest=digest)
     return mode, (cache.read_all() if mode == "memory" else cache), cache.bad, cache.digests
@@ -387,6 +391,9 @@ def _assign(source: Source, origin: np.ndarray, labels: np.ndarray, val_fraction
         if len(tr) < 4:
             raise CnnkitError(f"{spec}: only {len(tr)} training images; a train/validation split needs more")
         ti, vi = stratified_split(labels[tr], fraction, split_seed)
+        if len(vi) == 0:
+            raise CnnkitError(f"{spec}: too few images per class for a validation split (each class keeps at "
+                              "least one training image); add images, or give a val/ folder")
         out["train"], out["val"] = tr[ti], tr[vi]
         info = {"val_fraction": fraction, "split_seed": split_seed}
     return {k: out[k] for k in ("train", "val", "test") if k in out}, info

@@ -274,6 +274,11 @@ def load_csv_source(path: Path, spec: str) -> Source:
         raise CnnkitError(f"{path} is not a UTF-8 text file of 'path,label' rows") from None
     if not rows:
         raise CnnkitError(f"{path} has no rows of 'path,label'")
+    seen: dict[str, str] = {}
+    for p, lbl in rows:  # one file listed twice could land in train and val at once
+        if p in seen:
+            raise CnnkitError(f"{path} lists {p} twice (labels {seen[p]!r} and {lbl!r}); keep one row per image")
+        seen[p] = lbl
     classes = sorted({lbl for _, lbl in rows})
     if len(classes) < 2:
         raise CnnkitError(f"{path} names only {len(classes)} class ({classes[0]}); a classifier needs at least 2")
@@ -286,20 +291,20 @@ def load_csv_source(path: Path, spec: str) -> Source:
 SOURCES = ("digits", "fashion-mnist:DIR", "mnist:DIR", "cifar10:DIR", "folder:DIR", "csv:FILE")  # or a plain DIR / FILE.csv
 
 
-def load_source(spec: str, *, download: bool = False) -> Source:
-    """Parse a data spec and list (or, for array sources, read) its splits. A plain folder path is taken as
-    folder:DIR, and a path ending in .csv as csv:FILE."""
+def parse_spec(spec: str) -> tuple[str, Path | None]:
+    """(kind, absolute path or None) of a data spec, without reading anything. A plain folder path is
+    folder:DIR, and a path ending in .csv is csv:FILE."""
     spec = str(spec)
     kind, sep, arg = spec.partition(":")
     kind = kind.strip().lower()
     known = [s.split(":")[0] for s in SOURCES]
     if kind == "digits" and not arg:
-        return load_digits_source()
+        return "digits", None
     plain = Path(spec).expanduser()
     if plain.is_dir():
-        return load_folder_source(plain, f"folder:{spec}")
+        return "folder", plain.resolve()
     if plain.suffix.lower() == ".csv" and not (sep and kind in known):
-        return load_csv_source(plain, f"csv:{spec}")
+        return "csv", plain.resolve()
     if kind not in known:
         if "/" in spec or "\\" in spec or plain.suffix:
             raise CnnkitError(f"--data {spec!r}: no such folder or file; give a folder of class sub-folders, a .csv "
@@ -307,15 +312,33 @@ def load_source(spec: str, *, download: bool = False) -> Source:
         raise UnknownNameError("data source (or folder)", kind, SOURCES)
     if not arg:
         raise CnnkitError(f"--data {spec!r} needs a path: {kind}:DIR (or csv:FILE)")
-    path = Path(arg).expanduser()
+    return kind, Path(arg).expanduser().resolve()
+
+
+def canonical_spec(spec: str) -> str:
+    """The spec with an absolute path: what a run saves, and how two specs are found to name the same data.
+
+    >>> canonical_spec('digits')
+    'digits'
+    """
+    kind, path = parse_spec(spec)
+    return kind if path is None else f"{kind}:{path}"
+
+
+def load_source(spec: str, *, download: bool = False) -> Source:
+    """Parse a data spec and list (or, for array sources, read) its splits (`parse_spec` says how)."""
+    kind, path = parse_spec(spec)
+    if kind == "digits":
+        return load_digits_source()
+    canonical = f"{kind}:{path}"
     if kind in ("fashion-mnist", "mnist"):
         if not path.is_dir() and not download:
-            raise CnnkitError(f"{kind}:{arg}: no such folder; point it at the folder of IDX files, or add --download")
-        return load_idx_source(kind, path, spec, download)
+            raise CnnkitError(f"{spec}: no such folder; point it at the folder of IDX files, or add --download")
+        return load_idx_source(kind, path, canonical, download)
     if kind == "cifar10":
         if not path.is_dir() and not download:
-            raise CnnkitError(f"cifar10:{arg}: no such folder; point it at the CIFAR-10 batches, or add --download")
-        return load_cifar10_source(path, spec, download)
+            raise CnnkitError(f"{spec}: no such folder; point it at the CIFAR-10 batches, or add --download")
+        return load_cifar10_source(path, canonical, download)
     if kind == "folder":
-        return load_folder_source(path, spec)
-    return load_csv_source(path, spec)
+        return load_folder_source(path, canonical)
+    return load_csv_source(path, canonical)

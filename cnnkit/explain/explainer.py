@@ -60,20 +60,26 @@ def _check_layers(model: torch.nn.Module, layers: Sequence[str] | None) -> list[
 
 def _load_patch_data(sub: Predictor, spec: str, max_images: int) -> tuple[torch.Tensor, str]:
     """Up to `max_images` validation images (else training; a seeded sample) of a data set, as the model sees
-    them. A run's own data comes through its saved split; other data is read at its own size and only the
-    sample goes through the model's preprocessing (resizing all of Fashion-MNIST to 224×224 would take GBs)."""
+    them. A run's own data comes through its saved split; other files are decoded once at the model's size;
+    other arrays stay at their own size and only the sample is resized (all of Fashion-MNIST at 224×224
+    would take GBs)."""
     from ..data import load_data
-    from ..run.predictor import load_run_data
+    from ..data.sources import parse_spec
+    from ..run.predictor import is_own_data, load_run_data
 
-    own = sub.trained and spec == sub.meta.get("data", {}).get("spec")
-    ds = load_run_data(sub) if own else load_data(spec, on_bad_image="skip")
+    own = sub.trained and is_own_data(sub, spec)
+    files = parse_spec(spec)[0] in ("folder", "csv")
+    if own:
+        ds = load_run_data(sub)  # the run's own split
+    else:  # files decoded once at the model's size; arrays at their own size, and only the sample resized
+        ds = load_data(spec, on_bad_image="skip", preprocess=sub.preprocess if files else None)
     split = "val" if "val" in ds.splits else "train"
     s = ds.split(split)
     idx = torch.arange(len(s))
     if len(s) > max_images:
         idx = torch.randperm(len(s), generator=torch.Generator().manual_seed(0))[:max_images].sort().values
     x = s.get(idx)
-    if not own:
+    if tuple(x.shape[1:]) != (sub.channels, *sub.size):
         x = torch.from_numpy(np.stack([sub.preprocess.image(a) for a in x.numpy()]))
     return x, f"{ds.name} {split}"
 

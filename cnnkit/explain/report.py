@@ -114,6 +114,7 @@ def write_report(run_dir: str | Path, data=None) -> Path:
 def build_report(run_dir: str | Path, data=None) -> dict:
     """`write_report`, returning what the report found: its path, the split, accuracies, the worst images."""
     from ..run import Predictor, load_run_data
+    from ..run.predictor import is_own_data
     from ..metrics import classification_report, plot_confusion_matrix
     from . import features as feat
     from . import plots
@@ -123,6 +124,7 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     run_dir = Path(run_dir)
     tm = Predictor.from_run(run_dir)
     meta = tm.meta
+    own = not isinstance(data, str) or is_own_data(tm, data)  # None, or the ImageData training has in hand
     if data is None or isinstance(data, str):
         ds = load_run_data(tm, data)
     else:
@@ -172,7 +174,9 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     parts.append("</section>")
 
     # --- confusion matrix and per-class metrics
-    cm_png = run_dir / f"confusion_matrix_{split}.png"
+    # another data set's report and matrix sit beside the run's own, never over them
+    tag = "" if own else "_" + "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in ds.name)
+    cm_png = run_dir / f"confusion_matrix{tag}_{split}.png"
     plot_confusion_matrix(rep["confusion_matrix"], tm.classes, cm_png,
                           title=f"{name} on {ds.name} {split}: accuracy {rep['accuracy']:.4f}")
     parts.append(f"<section><h2>Confusion matrix and per-class metrics ({split}, {rep['n']:,} images)</h2>")
@@ -225,7 +229,7 @@ def build_report(run_dir: str | Path, data=None) -> dict:
            f" · trained {html.escape(str(meta.get('created', '?')))} · data {html.escape(str(ds.spec))}</p></header>"
            f"<main>{''.join(parts)}</main><footer>cnnkit report, {datetime.now().isoformat(timespec='seconds')}"
            f" · {html.escape(versions)}</footer></body></html>\n")
-    path = atomic_write_text(run_dir / REPORT, doc)
+    path = atomic_write_text(run_dir / (REPORT if own else f"report{tag}.html"), doc)
     return {"report": str(path), "run_dir": str(run_dir), "model": name, "data": ds.spec, "split": split,
             "accuracy": rep["accuracy"], "val_accuracy": round(val_acc, 4), "confusion_matrix_png": str(cm_png),
             "worst": worst_rows, "bytes": path.stat().st_size}

@@ -15,6 +15,8 @@ started at once never share one.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pickle
@@ -54,13 +56,21 @@ def versions() -> dict:
 
 
 # --- claiming ---------------------------------------------------------------------------------------------
+def check_unused(path: str | Path) -> None:
+    """A folder that holds a run (its weights or state) is never trained into again."""
+    path = Path(path)
+    if (path / META).exists() or (path / STATE).exists():
+        raise CnnkitError(f"{path} already holds a run; pick another --out, or --resume {path} to continue it")
+
+
 def claim_run_dir(path: str | Path | None, default_name: str) -> Path:
     """Create and claim a run directory: `path`, or runs/<default_name>-<time>[-N]. A folder that already
     holds a run, or that another training claimed a moment ago, is refused (`path`) or skipped (default)."""
     if path is not None:
         path = Path(path)
-        if (path / META).exists() or (path / STATE).exists():
-            raise CnnkitError(f"{path} already holds a run; pick another --out, or --resume {path} to continue it")
+        check_unused(path)
+        if path.exists() and not path.is_dir():
+            raise CnnkitError(f"--out {path} is a file, not a folder; pick another --out")
         path.mkdir(parents=True, exist_ok=True)
         if not _claim(path):
             raise CnnkitError(f"{path} is already used by another training run; pick another --out")
@@ -78,6 +88,29 @@ def claim_run_dir(path: str | Path | None, default_name: str) -> Path:
         if _claim(candidate):
             return candidate
     raise CnnkitError(f"could not create a run directory next to {base}; pass --out")
+
+
+@contextlib.contextmanager
+def training_lock(path: Path):
+    """Held while a run directory is being trained (a new run or a resume): a second training of the same
+    directory is refused instead of both writing its files. An exclusive lock on the claim file, released by
+    the OS if the process dies."""
+    fd = os.open(Path(path) / CLAIM, os.O_CREAT | os.O_WRONLY, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CnnkitError(f"{path} is being trained by another process right now; wait for it, or use "
+                              "another run directory") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def release_unsaved(path: Path) -> None:
+    """After a failure before anything was saved: un-claim the directory, so the same --out can be used again."""
+    if not (Path(path) / META).exists() and not (Path(path) / STATE).exists():
+        (Path(path) / CLAIM).unlink(missing_ok=True)
 
 
 def _claim(path: Path) -> bool:
@@ -189,6 +222,11 @@ def read_split(run_dir: str | Path) -> dict | None:
         raise CnnkitError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
         raise CnnkitError(f"{path}: field 'splits' must be an object; the file is damaged")
+    for name, parts in manifest["splits"].items():
+        if not isinstance(parts, dict) or not all(isinstance(v, list) for v in parts.values()):
+            raise CnnkitError(f"{path}: field 'splits.{name}' must map source splits to lists; the file is damaged")
+    if not isinstance(manifest.get("files", {}), dict):
+        raise CnnkitError(f"{path}: field 'files' must be an object; the file is damaged")
     return manifest
 
 

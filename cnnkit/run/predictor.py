@@ -72,6 +72,11 @@ class Predictor:
         return cls(model, Preprocess(3, (side, side), IMAGENET_MEAN, IMAGENET_STD), [str(i) for i in range(n)],
                    name=name, trained=False)
 
+    @property
+    def max_pixels(self) -> int | None:
+        """The run's image-size limit (--max-pixels), used wherever it reads images."""
+        return self.meta.get("train", {}).get("max_pixels")
+
     # kept for the callers that knew the old TrainedModel's attributes
     channels = property(lambda self: self.preprocess.channels)
     size = property(lambda self: self.preprocess.size)
@@ -99,7 +104,7 @@ class Predictor:
         """A file path, a sample name, a PIL image or a uint8 array → uint8 C×H×W, as the model sees it."""
         if isinstance(item, (str, os.PathLike)):
             if Path(item).is_file():  # as the training cache decodes it (a large JPEG at a reduced scale)
-                return self.preprocess.load(item)
+                return self.preprocess.load(item, max_pixels=self.max_pixels)
             return self.preprocess.image(load_image(item))
         return self.preprocess.image(item)
 
@@ -124,8 +129,14 @@ class Predictor:
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
     def probs_split(self, split, batch_size: int = 256) -> torch.Tensor:
-        """Probabilities for every image of a data split (`cnnkit.data.Split`), in its order."""
-        out = [torch.softmax(self.logits(x), 1) for x, _ in split.batches(batch_size)]
+        """Probabilities for every image of a data split (`cnnkit.data.Split`), in its order, with progress."""
+        from .._progress import progress
+
+        out = []
+        with progress(-(-len(split) // batch_size), "predicting", unit="batch") as bar:
+            for x, _ in split.batches(batch_size):
+                out.append(torch.softmax(self.logits(x), 1))
+                bar.update(1)
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
     def top(self, probs: torch.Tensor, top_k: int = 1) -> list[list[tuple[str, float]]]:
@@ -208,26 +219,42 @@ def expand_inputs(specs: Sequence[str]) -> list[str]:
     return out
 
 
+def is_own_data(pred: Predictor, spec: str | None) -> bool:
+    """Whether `spec` names the data the run was trained on (the same source, however the path is written)."""
+    own = pred.meta.get("data", {}).get("spec")
+    if spec is None:
+        return True
+    if not own:
+        return False
+    from ..data.sources import canonical_spec
+
+    try:
+        return canonical_spec(spec) == canonical_spec(own)
+    except CnnkitError:
+        return spec == own
+
+
 def load_run_data(pred: Predictor, spec: str | None = None, *, mode: str = "auto", log=None):
     """The data a run was trained on, split exactly as then (its split.json), preprocessed as then; or, with
-    `spec`, other data, preprocessed as the run's model needs (its own splits)."""
+    `spec` naming other data, that data preprocessed as the run's model needs (its own splits)."""
     from ..data import load_data
 
     if pred.run_dir is None:
         raise CnnkitError("load_run_data needs a trained run")
     train_cfg = pred.meta.get("train", {})
-    own = pred.meta.get("data", {}).get("spec")
-    if spec is None and not own:
+    data_meta = pred.meta.get("data", {})
+    own = is_own_data(pred, spec)
+    if own and not data_meta.get("spec"):
         raise CnnkitError(f"{pred.run_dir}/model.json names no data set; pass one (--data SPEC)")
-    manifest = fmt.read_split(pred.run_dir) if spec is None or spec == own else None
-    use = spec or own
-    if manifest is None and (spec is None or spec == own):
-        # a run saved before split.json existed: re-derive its split with its seed and fraction, as it did
-        return load_data(use, val_fraction=pred.meta.get("data", {}).get("val_fraction"),
-                         seed=int(train_cfg.get("seed", 0)), on_bad_image=train_cfg.get("on_bad_image", "fail"),
-                         preprocess=pred.preprocess, mode=mode, log=log)
-    ds = load_data(use, seed=int(train_cfg.get("seed", 0)), on_bad_image="skip" if manifest is None else "fail",
-                   preprocess=pred.preprocess, manifest=manifest, mode=mode, log=log)
+    use = data_meta["spec"] if own and spec is None else spec
+    manifest = fmt.read_split(pred.run_dir) if own else None
+    common = dict(preprocess=pred.preprocess, mode=mode, log=log, max_pixels=pred.max_pixels,
+                  seed=int(train_cfg.get("seed", 0)))
+    if own and manifest is None:  # a run saved before split.json existed: its split re-derived as it was made
+        ds = load_data(use, val_fraction=data_meta.get("val_fraction"),
+                       on_bad_image=train_cfg.get("on_bad_image", "fail"), **common)
+    else:
+        ds = load_data(use, on_bad_image="fail" if own else "skip", manifest=manifest, **common)
     if ds.classes != pred.classes:
         raise CnnkitError(f"the data's classes {ds.classes[:5]} differ from the model's {pred.classes[:5]}")
     return ds
