@@ -45,7 +45,9 @@ def describe_input(pre: Preprocess) -> str:
     colour = "grayscale" if c == 1 else "RGB"
     resize = {"fit": f"resize to cover {h}×{w} keeping the aspect ratio, centre-crop to {h}×{w} "
                      f"(PIL ImageOps.fit, bilinear)"}[pre.resize]
-    return f"float32 N×{c}×{h}×{w} {colour} pixels 0-255: {resize}; the mean/std normalisation is inside the model"
+    return (f"float32 N×{c}×{h}×{w} {colour} pixels 0-255: {resize}; EXIF orientation applied, transparency on "
+            f"white, JPEGs larger than needed decoded at a reduced scale (PIL Image.draft to at least the target "
+            f"size) as cnnkit does; the mean/std normalisation is inside the model")
 
 
 def metadata(pre: Preprocess, classes: Sequence[str]) -> dict:

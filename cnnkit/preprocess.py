@@ -128,8 +128,6 @@ class Preprocess:
         """The normalisation as a module (for exported models, which take 0–255 pixels)."""
         return Normalize(self.mean, self.std)
 
-    def with_stats(self, mean: Sequence[float], std: Sequence[float]) -> "Preprocess":
-        return Preprocess(self.channels, self.size, tuple(mean), tuple(std), self.resize)
 
 
 class Normalize(nn.Module):

@@ -9,14 +9,13 @@ One interface, two paths behind it (only this module knows which):
 Files (folders, CSV) are always decoded once into the cache, in bounded memory, so a second run starts at once;
 array sources (digits, IDX, CIFAR) at their own size need no decoding and stay in memory.
 
-The split is a manifest (`manifest()`: which items of the source are in train / val / test, and the source's
-fingerprint), saved with every run as split.json. `load_data(..., manifest=…)` rebuilds exactly that split, or
-stops and says what changed in the source (files missing, new or modified), never re-splitting silently.
+The split is a manifest (`manifest()`, see splits.py), saved with every run as split.json.
+`load_data(..., manifest=…)` rebuilds exactly that split, or stops and says what changed in the source (files
+missing, new or modified), never re-splitting silently.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,9 +28,9 @@ from ..errors import CnnkitError
 from ..preprocess import GRAY_MODES, Preprocess
 from .cache import ImageCache, cache_key, open_or_build
 from .images import MAX_PIXELS, BadImage, BadImagesError, read_headers
-from .sources import Items, Source, load_source
+from .sources import Source, load_source
+from .splits import MANIFEST_FORMAT, assign, build_manifest, from_manifest, stratified_split  # noqa: F401
 
-MANIFEST_FORMAT = "cnnkit-split/1"
 DATA_MODES = ("auto", "memory", "stream")
 MEMORY_SHARE = 0.25  # auto: in memory when the decoded images take less than this share of the available RAM
 STATS_SAMPLE = 20_000  # mean/std of a streamed training split from this many images (seeded sample)
@@ -144,46 +143,7 @@ class ImageData:
 
     def manifest(self) -> dict:
         """Exactly which items are in which split, and the source's fingerprint: the run's split.json."""
-        splits = {}
-        for name, s in self.splits.items():
-            by_origin: dict[str, list] = {}
-            for origin, key in zip(s.origin, s.keys):
-                by_origin.setdefault(origin, []).append(key)
-            splits[name] = by_origin
-        out = {"format": MANIFEST_FORMAT, "source": {"spec": self.spec, "kind": self.source_kind,
-                                                      "root": self.source_root, "fingerprints": self.fingerprints},
-               "classes": self.classes, "splits": splits, **self.split_info,
-               "skipped": [{"path": b.path, "reason": b.reason} for b in self.skipped]}
-        if self.file_stats:
-            used = {k for s in self.splits.values() for k in s.keys}
-            out["files"] = {k: v for k, v in self.file_stats.items() if k in used}
-        return out
-
-
-def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val), sorted, with `fraction` of each class in val, chosen at random by `seed`.
-
-    The validation set has ceil(fraction × n) images (scikit-learn's rule), shared out over the classes in
-    proportion to their sizes (largest remainders first); a class never gives away its last training image.
-    Written here rather than imported from scikit-learn, whose import alone takes 2 s of every training run.
-
-    >>> tr, va = stratified_split(np.array([0] * 8 + [1] * 4), 0.25, seed=0)
-    >>> len(tr), len(va), np.bincount(np.array([0] * 8 + [1] * 4)[va]).tolist()
-    (9, 3, [2, 1])
-    """
-    y = np.asarray(y)
-    rng = np.random.default_rng(seed)
-    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    n_val = min(math.ceil(fraction * len(y)), len(y) - 1)
-    quota = counts * n_val / len(y)
-    take = np.floor(quota).astype(int)
-    by_remainder = np.argsort(-(quota - take), kind="stable")
-    take[by_remainder[:n_val - take.sum()]] += 1
-    take = np.minimum(take, counts - 1)  # every class keeps at least one training image
-    val = np.concatenate([rng.permutation(np.flatnonzero(inverse == c))[:k] for c, k in enumerate(take)])
-    mask = np.zeros(len(y), dtype=bool)
-    mask[val] = True
-    return np.flatnonzero(~mask), np.flatnonzero(mask)
+        return build_manifest(self)
 
 
 def channel_stats(split: Split, seed: int = 0) -> tuple[list[float], list[float]]:
@@ -352,9 +312,9 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
                 file_stats[k] = [*st, digests[row]] if digests else list(st)
                 row += 1
     if manifest is not None:
-        assignment, info = _from_manifest(manifest, source, origin, keys, fingerprints, file_stats, skipped)
+        assignment, info = from_manifest(manifest, source, origin, keys, fingerprints, file_stats)
     else:
-        assignment, info = _assign(source, origin_a, labels_a, val_fraction, seed, spec)
+        assignment, info = assign(source, origin_a, labels_a, val_fraction, seed, spec)
 
     def make(sel: np.ndarray) -> Split:
         y = torch.from_numpy(labels_a[sel])
@@ -377,69 +337,3 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
                      file_stats=file_stats, notes=list(source.notes))
 
 
-def _assign(source: Source, origin: np.ndarray, labels: np.ndarray, val_fraction, seed: int,
-            spec: str) -> tuple[dict[str, np.ndarray], dict]:
-    """The source's own splits, with a stratified, seeded validation split cut from train when it has none."""
-    out = {name: np.flatnonzero(origin == name) for name in ("train", "val", "test") if name in source.splits}
-    info: dict = {}
-    if "val" not in out:
-        fraction = source.default_val_fraction if val_fraction is None else val_fraction
-        if not 0 < fraction < 1:
-            raise CnnkitError(f"--val-fraction must be between 0 and 1, got {fraction}")
-        split_seed = source.fixed_split_seed if source.fixed_split_seed is not None else seed
-        tr = out["train"]
-        if len(tr) < 4:
-            raise CnnkitError(f"{spec}: only {len(tr)} training images; a train/validation split needs more")
-        ti, vi = stratified_split(labels[tr], fraction, split_seed)
-        if len(vi) == 0:
-            raise CnnkitError(f"{spec}: too few images per class for a validation split (each class keeps at "
-                              "least one training image); add images, or give a val/ folder")
-        out["train"], out["val"] = tr[ti], tr[vi]
-        info = {"val_fraction": fraction, "split_seed": split_seed}
-    return {k: out[k] for k in ("train", "val", "test") if k in out}, info
-
-
-def _from_manifest(manifest: dict, source: Source, origin: list, keys: list, fingerprints: dict, file_stats: dict,
-                   skipped: list) -> tuple[dict[str, np.ndarray], dict]:
-    """The split a run saved; stops, saying what changed, if the source is not the one it was made from."""
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise CnnkitError(f"split.json is not a {MANIFEST_FORMAT} file")
-    saved = manifest.get("splits")
-    if not isinstance(saved, dict) or "train" not in saved or "val" not in saved:
-        raise CnnkitError("split.json lacks its 'train' and 'val' splits")
-    if manifest.get("classes") not in (None, source.classes):
-        raise CnnkitError(f"the data's classes {source.classes[:6]} differ from the run's {manifest['classes'][:6]}")
-    where = {(o, k): i for i, (o, k) in enumerate(zip(origin, keys))}
-    wanted = {(o, k) for parts in saved.values() for o, ks in parts.items() for k in ks}
-    missing = sorted(str(k) for o, k in wanted - where.keys())
-    new = sorted(str(k) for o, k in where.keys() - wanted)
-    changed = []
-    if source.is_files:
-        # by size and content: a copied or moved folder gets new modification times but is the same data
-        def differs(old: list, new: list) -> bool:
-            if old[0] != new[0]:
-                return True
-            return len(old) > 2 and len(new) > 2 and bool(old[2]) and bool(new[2]) and old[2] != new[2]
-
-        old = manifest.get("files", {})
-        changed = sorted(k for k, st in old.items() if k in file_stats and differs(list(st), file_stats[k]))
-    else:
-        old_fp = manifest.get("source", {}).get("fingerprints", {})
-        changed = [f"the {name} images or labels" for name, fp in old_fp.items()
-                   if name in fingerprints and fingerprints[name] != fp]
-    if missing or new or changed:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing or unreadable ({', '.join(missing[:3])}{'…' if len(missing) > 3 else ''})")
-        if new:
-            parts.append(f"{len(new)} new ({', '.join(new[:3])}{'…' if len(new) > 3 else ''})")
-        if changed:
-            parts.append(f"{len(changed)} modified ({', '.join(changed[:3])}{'…' if len(changed) > 3 else ''})")
-        raise CnnkitError(f"the data changed since the run was trained: {'; '.join(parts)}. Its saved split "
-                          "(split.json) no longer matches, so it is not re-split silently: restore the data, "
-                          "or score the new data as such (evaluate RUN --data SPEC --split all), or train anew")
-    out = {}
-    for name, parts in saved.items():
-        out[name] = np.array(sorted(where[(o, k)] for o, ks in parts.items() for k in ks), dtype=np.int64)
-    info = {k: manifest[k] for k in ("val_fraction", "split_seed") if k in manifest}
-    return {k: out[k] for k in ("train", "val", "test") if k in out}, info
