@@ -4,6 +4,7 @@ As FFCV's .beton and WebDataset's shards do, the slow part (opening, decoding an
 done once; later epochs and later runs only read fixed-size uint8 records. A cache is a folder:
 
     <CNNKIT_CACHE or ~/.cache/cnnkit>/images/<key>/images.u8    N records of C×H×W uint8, back to back
+                                                   sums.npy     per image and channel: Σx and Σx² (float64)
                                                    index.json   format, shape, the unreadable rows
 
 The key is a hash of everything the pixels depend on: the cache format, the source's files (path, size and
@@ -73,7 +74,7 @@ class ImageCache:
             raise CnnkitError(f"image cache {self.folder} has a malformed index.json; delete the folder to rebuild it")
         self.record = int(np.prod(self.shape))
         path = self.folder / "images.u8"
-        if not path.is_file() or path.stat().st_size != self.n * self.record:
+        if not path.is_file() or path.stat().st_size != self.n * self.record or not (self.folder / "sums.npy").is_file():
             raise CnnkitError(f"image cache {self.folder} is incomplete; delete the folder to rebuild it")
         self._fd = os.open(path, os.O_RDONLY)
 
@@ -85,6 +86,17 @@ class ImageCache:
     @property
     def nbytes(self) -> int:
         return self.n * self.record
+
+    def sums(self) -> np.ndarray:
+        """N×C×2: each image's per-channel Σx and Σx² of its 0–255 values, made during the build, so that the
+        mean and std of any split cost a sum over its rows instead of a pass over its pixels."""
+        try:
+            sums = np.load(self.folder / "sums.npy", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CnnkitError(f"image cache {self.folder} has no readable sums.npy ({e}); delete the folder") from None
+        if sums.shape != (self.n, self.shape[0], 2):
+            raise CnnkitError(f"image cache {self.folder} has a malformed sums.npy; delete the folder to rebuild it")
+        return sums
 
     def read(self, rows: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 len(rows)×C×H×W, in the order given (runs of consecutive rows are read in one call)."""
@@ -153,6 +165,7 @@ def _build(folder: Path, n: int, shape, load, *, describe: str, log, workers: in
     record = int(np.prod(shape))
     bad: dict[int, str] = {}
     digests: list[str] = [""] * n
+    sums = np.zeros((n, shape[0], 2), dtype=np.float64)
 
     def one(i: int) -> np.ndarray | None:
         if digest is not None:
@@ -168,6 +181,9 @@ def _build(folder: Path, n: int, shape, load, *, describe: str, log, workers: in
         if a.shape != tuple(shape):
             bad[i] = f"decoded to shape {a.shape}, expected {tuple(shape)}"
             return None
+        flat = a.reshape(shape[0], -1).astype(np.float32)
+        sums[i, :, 0] = flat.sum(1, dtype=np.float64)
+        sums[i, :, 1] = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)
         return a
 
     bar = progress(n, f"caching {describe}", unit="img", stream=log or sys.stderr)
@@ -181,6 +197,8 @@ def _build(folder: Path, n: int, shape, load, *, describe: str, log, workers: in
         f.flush()
         os.fsync(f.fileno())
     bar.close()
+    with open(folder / "sums.npy", "wb") as f:
+        np.save(f, sums, allow_pickle=False)
     index = {"format": FORMAT, "n": n, "shape": list(shape), "record_bytes": record,
              "bad": {str(k): v for k, v in sorted(bad.items())}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if digest is not None:

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import CnnkitError
 from ..preprocess import GRAY_MODES, Preprocess
-from .cache import ImageCache, cache_key, open_or_build
+from .cache import ImageCache, cache_key, cache_root, open_or_build
 from .images import MAX_PIXELS, BadImage, BadImagesError, read_headers
 from .sources import Source, load_source
 from .splits import MANIFEST_FORMAT, assign, build_manifest, from_manifest, stratified_split  # noqa: F401
@@ -168,6 +168,14 @@ def channel_stats(split: Split, seed: int = 0) -> tuple[list[float], list[float]
     return [round(float(v), 6) for v in mean], [round(max(float(v), 1e-3), 6) for v in std]
 
 
+def stats_from_sums(sums: np.ndarray, size: tuple[int, int]) -> tuple[list[float], list[float]]:
+    """Mean and std in [0, 1] units from images' per-channel Σx and Σx² (the cache's sums.npy rows)."""
+    n = len(sums) * size[0] * size[1]
+    mean = sums[:, :, 0].sum(0) / n / 255.0
+    std = np.sqrt(np.clip(sums[:, :, 1].sum(0) / n / 255.0 ** 2 - mean ** 2, 1e-12, None))
+    return [round(float(v), 6) for v in mean], [round(max(float(v), 1e-3), 6) for v in std]
+
+
 def available_memory() -> int:
     """Bytes of memory available to new allocations (MemAvailable), or 4 GB where it cannot be read."""
     try:
@@ -181,13 +189,34 @@ def available_memory() -> int:
 
 
 # --- building the data ------------------------------------------------------------------------------------
-def _pixels(source: Source, img_size: int | None, max_pixels: int) -> tuple[int, tuple, list]:
+def _pixels(source: Source, img_size: int | None, max_pixels: int, fingerprint: str) -> tuple[int, tuple, list]:
     """Channels and size of the images the model will see; for files, the unreadable ones found from
-    their headers (nothing decoded yet)."""
+    their headers (nothing decoded yet). For files the answer is kept beside the image cache, under the files'
+    fingerprint: a second run on the same files reads no header."""
     first = next(iter(source.splits.values()))
     if not source.is_files:
         c, h, w = first.x.shape[1:]
         return int(c), ((img_size, img_size) if img_size else (int(h), int(w))), []
+    import json
+
+    from .._io import atomic_write_json
+
+    key = cache_key(fingerprint, {"headers": True, "img_size": img_size, "max_pixels": max_pixels})
+    saved = cache_root().parent / "headers" / f"{key}.json"
+    try:
+        d = json.loads(saved.read_text(encoding="utf-8"))
+        return int(d["channels"]), tuple(d["size"]), [BadImage(p, r) for p, r in d["bad"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not there yet (or damaged): read the headers
+    channels, size, bad = _scan_headers(source, img_size, max_pixels)
+    try:
+        atomic_write_json(saved, {"channels": channels, "size": list(size), "bad": [[b.path, b.reason] for b in bad]})
+    except OSError:
+        pass  # a read-only or full cache folder only costs the next run this scan
+    return channels, size, bad
+
+
+def _scan_headers(source: Source, img_size: int | None, max_pixels: int) -> tuple[int, tuple, list]:
     paths = [p for it in source.splits.values() for p in it.paths]
     headers = read_headers(paths, max_pixels)
     bad = [h for h in headers if isinstance(h, BadImage)]  # reported with the ones decoding finds
@@ -206,9 +235,10 @@ def _pixels(source: Source, img_size: int | None, max_pixels: int) -> tuple[int,
     return channels, size, bad
 
 
-def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log) -> tuple:
+def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log, fingerprint: str) -> tuple:
     """All items of the source, every split one after the other, as a tensor (memory) or a cache (stream).
-    Returns (mode, store, {row: reason} of unreadable images, each file's content digest or None)."""
+    Returns (mode, store, {row: reason} of unreadable images, each file's content digest or None, the cache
+    or None)."""
     order = list(source.splits)
     items = [source.splits[k] for k in order]
     n = sum(len(it) for it in items)
@@ -219,7 +249,7 @@ def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log) 
     native = not source.is_files and all(it.x.shape[1:] == (c, h, w) for it in items)
     if native and mode != "stream":  # array source at its own size: nothing to decode
         x = torch.from_numpy(np.concatenate([it.x for it in items]))
-        return "memory", x, {}, None
+        return "memory", x, {}, None, None
     digest = None
     if source.is_files:
         paths = [p for it in items for p in it.paths]
@@ -228,7 +258,6 @@ def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log) 
     else:
         arrays = np.concatenate([it.x for it in items])
         load = lambda i: pixels.image(arrays[i])  # noqa: E731
-    fingerprint = "/".join(it.fingerprint() for it in items)
     import PIL
 
     from .._version import __version__
@@ -238,7 +267,7 @@ def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log) 
                                   "jpeg_draft": True, "pillow": PIL.__version__, "cnnkit": __version__})
     cache, _ = open_or_build(key, n, (c, h, w), load, describe=f"{source.name} at {c}x{h}x{w}", log=log,
                              digest=digest)
-    return mode, (cache.read_all() if mode == "memory" else cache), cache.bad, cache.digests
+    return mode, (cache.read_all() if mode == "memory" else cache), cache.bad, cache.digests, cache
 
 
 def file_digest(path: str) -> str:
@@ -270,12 +299,14 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
     max_pixels = max_pixels or MAX_PIXELS
     log = log or sys.stderr
     source = load_source(spec, download=download)
+    split_fps = {name: it.fingerprint() for name, it in source.splits.items()}
+    fingerprint = "/".join(split_fps.values())  # the identity of the files (or arrays): keys the caches
     if preprocess is not None:
         channels, size, header_bad = preprocess.channels, preprocess.size, []
     else:
-        channels, size, header_bad = _pixels(source, img_size, max_pixels)
+        channels, size, header_bad = _pixels(source, img_size, max_pixels, fingerprint)
     pixels = Preprocess(channels, size, (0.0,) * channels, (1.0,) * channels)
-    mode, store, bad_rows, digests = _store(source, pixels, mode, max_pixels, log)
+    mode, store, bad_rows, digests, cache = _store(source, pixels, mode, max_pixels, log, fingerprint)
 
     # every item: its source split, key, label, row in the store; the unreadable ones set aside
     origin, keys, labels, paths, rows, skipped = [], [], [], [], [], []
@@ -303,7 +334,7 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
         raise CnnkitError(f"{spec}: labels run from {int(labels_a.min())} to {int(labels_a.max())}, "
                           f"but there are {len(source.classes)} classes")
 
-    fingerprints = {name: it.fingerprint() for name, it in source.splits.items()} if not source.is_files else {}
+    fingerprints = split_fps if not source.is_files else {}
     file_stats = {}
     if source.is_files:
         row = 0
@@ -329,7 +360,12 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
     if preprocess is not None:
         prep = preprocess
     else:
-        m, sd = channel_stats(splits["train"], seed) if mean is None or std is None else (None, None)
+        if mean is not None and std is not None:
+            m, sd = None, None
+        elif cache is not None:  # from the per-image sums the cache build made: no pass over the pixels
+            m, sd = stats_from_sums(cache.sums()[rows_a[assignment["train"]]], size)
+        else:
+            m, sd = channel_stats(splits["train"], seed)
         prep = Preprocess(channels, size, tuple(mean if mean is not None else m), tuple(std if std is not None else sd))
     return ImageData(source.name, source.spec, list(source.classes), splits, prep, mode=mode,
                      flips=bool(source.flips), flips_reason=source.flips_reason, source_kind=source.kind,
