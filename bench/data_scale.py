@@ -28,10 +28,12 @@ peak (/proc/self/clear_refs) so the measured step's own peak is reported beside 
            img/s over the whole command (start-up included) and its peak RSS.
 
 Timings are medians over --runs (3) with their range; a measurement whose first run takes over --long-s
-(60 s) is run once, and the table says so (predict: over 300 s). Prints a table last; writes bench/results/data_scale.json.
+(60 s; train 150 s, predict 300 s) is run once with its peers, and the table says so. Prints a table last;
+writes bench/results/data_scale.json. `--only train` (or scale, predict) measures those sections again into
+the existing JSON, keeping the others' results (the JSON's `measured` says when and at which commit).
 
     python bench/data_scale.py            # 10k, 20k, 40k images: ~40 min on 2 cores, ~15 GB of disk
-    python bench/data_scale.py --quick    # 1k, 2k, 4k images, 40 photos: a few minutes (data_scale_quick.json)
+    python bench/data_scale.py --quick    # 1k, 2k, 4k images, 40 photos, 1 run each: ~4 min (data_scale_quick.json)
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, machine, peak_rss_mb, print_table, reset_peak_rss, spread, write_results
+from _common import RESULTS, ROOT, machine, peak_rss_mb, print_table, reset_peak_rss, spread, write_results
 
 REPO = ROOT.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "fashion-mnist"
@@ -334,8 +336,9 @@ def run_child(kind: str, params: dict, cache: Path) -> dict:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t
         if proc.returncode != 0 or not out.is_file():
+            last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
             why = (f"killed by signal {-proc.returncode} (out of memory?)" if proc.returncode < 0
-                   else f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
+                   else f"exit {proc.returncode}: {last}")
             print(proc.stderr[-3000:], file=sys.stderr)
             return {"error": why, "process_s": wall}
         return {**json.loads(out.read_text()), "process_s": wall}
@@ -352,11 +355,15 @@ class Bench:
 
     def measure(self, key: str, label: str, plan: list[tuple[str, str, dict, Path]], *, before=None,
                 long_s: float | None = None) -> None:
-        """Run each (name, kind, params, cache) of `plan` --runs times, interleaved round by round; one whose
-        first run took over --long-s stops after it. `before(name)` runs before each child (e.g. a cache clear)."""
+        """Run each (name, kind, params, cache) of `plan` --runs times, interleaved round by round. The entries
+        of a plan are peers: when one of them took over `long_s` (default --long-s) in the first round, they all
+        stop there, so every entry has as many runs as its peers. A failed entry stops alone.
+        `before(name)` runs before each child (e.g. a cache clear)."""
         store = self.results.setdefault(key, {})
         active = [name for name, *_ in plan]
         for r in range(self.args.runs):
+            if r == 1 and any(store[name][0]["process_s"] > (long_s or self.args.long_s) for name in active):
+                break
             for name, kind, params, cache in plan:
                 if name not in active:
                     continue
@@ -368,7 +375,7 @@ class Bench:
                          if k in ("images_per_s", "first_batch_s", "peak_mb", "step_peak_mb", "process_s", "error",
                                   "cache_resident_mb_before")}
                 print(f"  {label} {name} run {r + 1}: {brief}", file=sys.stderr, flush=True)
-                if "error" in res or (r == 0 and res["process_s"] > (long_s or self.args.long_s)):
+                if "error" in res:
                     active.remove(name)
             self.save()
 
@@ -386,10 +393,12 @@ def main() -> int:
                    help="where the JPEGs and caches go (reused when already written)")
     p.add_argument("--sizes", default=None, help="comma-separated image counts (default 10000,20000,40000)")
     p.add_argument("--quick", action="store_true", help="1k, 2k, 4k images and 40 photos: a check in minutes")
-    p.add_argument("--runs", type=int, default=3, help="repeats of each timing (default 3)")
+    p.add_argument("--runs", type=int, default=None, help="repeats of each timing (default 3; 1 with --quick)")
     p.add_argument("--long-s", type=float, default=60, help="a measurement whose first run takes longer runs once")
     p.add_argument("--predict-images", type=int, default=None, help="large JPEGs for predict (default 500; 40 quick)")
     p.add_argument("--large-size", default="4000x3000", help="W x H of the predict JPEGs")
+    p.add_argument("--only", default=None, help=f"measure only these sections ({', '.join(SECTIONS)}), "
+                   "keeping the others' results from the existing JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--params", help=argparse.SUPPRESS)
     p.add_argument("--json-out", help=argparse.SUPPRESS)
@@ -397,6 +406,11 @@ def main() -> int:
     if args.child:
         child(args.child, json.loads(args.params), args.json_out)
         return 0
+    args.runs = args.runs or (1 if args.quick else 3)  # --quick checks that everything runs; figures take 3
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    if only - set(SECTIONS):
+        p.error(f"--only {args.only}: the sections are {', '.join(SECTIONS)}")
+    name = "data_scale_quick" if args.quick else "data_scale"
     sizes = sorted(int(s) for s in (args.sizes or ("1000,2000,4000" if args.quick else "10000,20000,40000")).split(","))
     n_large = args.predict_images or (40 if args.quick else 500)
     large_size = tuple(int(v) for v in args.large_size.lower().split("x"))
@@ -406,68 +420,104 @@ def main() -> int:
 
     print(f"data in {work}", file=sys.stderr)
     folders = write_folders(args.data, work, sizes)
-    large = write_large(work, n_large, large_size)
+    large = write_large(work, n_large, large_size) if "predict" in only else None
     bench = Bench(args)
+    measured: dict = {}
+    if args.only:  # the other sections' results, as the last full run left them
+        try:
+            prev = json.loads((RESULTS / f"{name}.json").read_text())
+        except OSError:
+            p.error(f"--only needs an earlier run's {RESULTS / f'{name}.json'}; run without --only first")
+        bench.results = {k: v for k, v in prev["results"].items() if _section(k) not in only}
+        measured = {k: v for k, v in prev.get("measured", {}).items() if k not in only}
+        for sec in set(SECTIONS) - only:
+            measured.setdefault(sec, {"commit": prev.get("cnnkit_commit"), "date": prev["machine"]["date"],
+                                      "runs": prev.get("runs")})
+    for sec in only:
+        measured[sec] = {"commit": _git_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": args.runs}
     cache = lambda n: work / f"cache-{n}"  # noqa: E731  (one CNNKIT_CACHE per folder: a cold start deletes it)
     decoded = lambda n, side=SIDE: n * 3 * side * side  # noqa: E731
 
-    print("baseline (import cnnkit)", file=sys.stderr)
-    bench.measure("baseline", "baseline", [("import", "baseline", {}, cache("none"))])
+    if "scale" in only:
+        print("baseline (import cnnkit)", file=sys.stderr)
+        bench.measure("baseline", "baseline", [("import", "baseline", {}, cache("none"))])
+        base_mb = max(r["peak_mb"] for r in bench.results["baseline"]["import"])
+
+        for n in sizes:
+            d = str(folders[n])
+            print(f"{n:,} images ({decoded(n) / 1e9:.2f} GB decoded at {SIDE}px)", file=sys.stderr, flush=True)
+            bench.measure(f"{n}/build", f"[{n:,}]", [("build", "build", {"dir": d}, cache(n))],
+                          before=lambda _name, n=n: shutil.rmtree(cache(n), ignore_errors=True))
+            plan = [("stream warm", "pass", {"dir": d, "mode": "stream"}, cache(n)),
+                    ("stream evicted", "pass", {"dir": d, "mode": "stream", "evict": True}, cache(n))]
+            bench.measure(f"{n}/pass", f"[{n:,}] pass", plan)
+            # memory mode: load_data holds the cache's copy and the splits' copies at once, plus what a
+            # stream load_data needs beyond an idle child
+            stream_load = max(r.get("load_peak_mb", 0) for r in bench.results[f"{n}/pass"]["stream warm"])
+            need = 2 * decoded(n) + max(0.0, stream_load - base_mb) * 2**20
+            fits = need < 0.7 * mem_available()
+            bench.results[f"{n}/memory_fits"] = {"need_gb": need / 1e9, "available_gb": mem_available() / 1e9,
+                                                 "fits": fits}
+            if fits:
+                bench.measure(f"{n}/pass", f"[{n:,}] pass",
+                              [("memory", "pass", {"dir": d, "mode": "memory"}, cache(n))])
+            first = [("stream", "first", {"dir": d, "mode": "stream"}, cache(n))]
+            if fits:
+                first.append(("memory", "first", {"dir": d, "mode": "memory"}, cache(n)))
+            bench.measure(f"{n}/first", f"[{n:,}] first batch", first)
+            shutil.rmtree(cache(n), ignore_errors=True)  # its disk (up to 6 GB) and page cache, freed for the next
+
     base_mb = max(r["peak_mb"] for r in bench.results["baseline"]["import"])
 
-    for n in sizes:
-        d = str(folders[n])
-        print(f"{n:,} images ({decoded(n) / 1e9:.2f} GB decoded at {SIDE}px)", file=sys.stderr, flush=True)
-        bench.measure(f"{n}/build", f"[{n:,}]", [("build", "build", {"dir": d}, cache(n))],
-                      before=lambda _name, n=n: shutil.rmtree(cache(n), ignore_errors=True))
-        plan = [("stream warm", "pass", {"dir": d, "mode": "stream"}, cache(n)),
-                ("stream evicted", "pass", {"dir": d, "mode": "stream", "evict": True}, cache(n))]
-        bench.measure(f"{n}/pass", f"[{n:,}] pass", plan)
-        # memory mode: load_data holds the cache's copy and the splits' copies at once, plus what a
-        # stream load_data needs beyond an idle child
-        stream_load = max(r.get("load_peak_mb", 0) for r in bench.results[f"{n}/pass"]["stream warm"])
-        need = 2 * decoded(n) + max(0.0, stream_load - base_mb) * 2**20
-        fits = need < 0.7 * mem_available()
-        bench.results[f"{n}/memory_fits"] = {"need_gb": need / 1e9, "available_gb": mem_available() / 1e9, "fits": fits}
-        if fits:
-            bench.measure(f"{n}/pass", f"[{n:,}] pass", [("memory", "pass", {"dir": d, "mode": "memory"}, cache(n))])
-        first = [("stream", "first", {"dir": d, "mode": "stream"}, cache(n))]
-        if fits:
-            first.append(("memory", "first", {"dir": d, "mode": "memory"}, cache(n)))
-        bench.measure(f"{n}/first", f"[{n:,}] first batch", first)
-        shutil.rmtree(cache(n), ignore_errors=True)  # its disk (up to 6 GB) and page cache, freed for the next
-
     n0 = sizes[0]
-    print(f"training at {TRAIN_SIDE}px on {n0:,} images", file=sys.stderr, flush=True)
-    runs_dir = work / "runs"
-    shutil.rmtree(runs_dir, ignore_errors=True)
-    runs_dir.mkdir()
-    warm = run_child("warmup", {"dir": str(folders[n0]), "img_size": TRAIN_SIDE}, cache("train"))
-    bench.results["train_cache_warmup"] = warm  # builds the 64-px cache, so no training run pays for it
-    bench.measure("train", "train", [(m, "train", {"dir": str(folders[n0]), "mode": m, "runs_dir": str(runs_dir)},
-                                      cache("train")) for m in ("stream", "memory")])
-    stream_runs = [r for r in bench.results["train"]["stream"] if "run_dir" in r]
-    if stream_runs:
+    if "train" in only:
+        print(f"training at {TRAIN_SIDE}px on {n0:,} images", file=sys.stderr, flush=True)
+        runs_dir = work / "runs"
+        shutil.rmtree(runs_dir, ignore_errors=True)
+        runs_dir.mkdir()
+        warm = run_child("warmup", {"dir": str(folders[n0]), "img_size": TRAIN_SIDE}, cache("train"))
+        bench.results["train_cache_warmup"] = warm  # builds the 64-px cache, so no training run pays for it
+        bench.measure("train", "train", [(m, "train", {"dir": str(folders[n0]), "mode": m, "runs_dir": str(runs_dir)},
+                                          cache("train")) for m in ("stream", "memory")],
+                      long_s=max(args.long_s, 150))  # about a minute a run, and the issue's target: worth 3 runs
+    stream_runs = [r for r in bench.results.get("train", {}).get("stream", [])
+                   if "run_dir" in r and Path(r["run_dir"]).is_dir()]
+    if "predict" in only and not stream_runs:
+        print("predict: no trained run from the train section on disk; run with --only train,predict",
+              file=sys.stderr)
+    if "predict" in only and stream_runs:
         print(f"predict over {n_large} {large_size[0]}x{large_size[1]} JPEGs", file=sys.stderr, flush=True)
-        bench.measure("predict", "predict", [("predict", "predict", {"run": stream_runs[0]["run_dir"], "dir": str(large),
-                                                                       "csv": str(work / "predict.csv")}, cache("train"))],
+        params = {"run": stream_runs[0]["run_dir"], "dir": str(large), "csv": str(work / "predict.csv")}
+        bench.measure("predict", "predict", [("predict", "predict", params, cache("train"))],
                       long_s=max(args.long_s, 300))  # a few minutes at most: worth its 3 runs
     rows = table_rows(bench.results, sizes, n_large, large_size, base_mb)
     mach = machine()
-    payload = {"cnnkit_commit": _git_commit(), "quick": args.quick, "sizes": sizes, "img_size": SIDE, "train_img_size": TRAIN_SIDE, "batch": BATCH,
+    payload = {"cnnkit_commit": _git_commit(), "measured": measured, "quick": args.quick, "sizes": sizes,
+               "img_size": SIDE, "train_img_size": TRAIN_SIDE, "batch": BATCH,
                "workdir": str(work), "predict_images": n_large, "large_size": list(large_size),
                "ram_gb": _ram_gb(), "minutes": round((time.time() - t_start) / 60, 1), "runs": args.runs,
                "long_s": args.long_s, "table": rows, "results": bench.results}
-    path = write_results("data_scale_quick" if args.quick else "data_scale", payload)
+    path = write_results(name, payload)
     flags = "avx512" if mach["avx512"] else ("avx2" if _has_flag("avx2") else "no avx2")
     print(f"\ncnnkit data layer as the image count doubles; {mach['cpu']} ({flags}), {mach['cores']} cores, "
           f"{_ram_gb():.0f} GB RAM, torch {mach['torch']}. Medians over the runs shown (range min-max); peak RSS "
           f"is the largest over those runs; an idle child that imports cnnkit peaks at {base_mb:,.0f} MB. "
           f"Results: {path}")
+    if args.only:
+        print("Sections measured: " + "; ".join(f"{k} {v['date']} (cnnkit {v['commit']}, runs {v['runs']})"
+                                                 for k, v in sorted(measured.items())))
     print_table(rows, [("n", "images"), ("what", "measurement"), ("median", "median"), ("range", "range"),
                        ("unit", "unit"), ("runs", "runs"), ("peak", "peak RSS MB"), ("step_peak", "step peak MB"),
                        ("decoded", "decoded GB"), ("note", "note")])
     return 0
+
+
+SECTIONS = ("scale", "train", "predict")
+
+
+def _section(key: str) -> str:
+    """Which section a results key belongs to: scale ('baseline', 'N/...'), train, predict."""
+    return "scale" if key == "baseline" or key[:1].isdigit() else ("train" if key.startswith("train") else key)
 
 
 def _git_commit() -> str | None:
@@ -500,7 +550,8 @@ def _fmt(v: float, unit: str) -> str:
 def _row(n, what, runs: list[dict], key: str, unit: str, *, decoded=None, note="", step_key=None) -> dict:
     ok = [r for r in runs if "error" not in r and r.get(key) is not None]
     if not ok:
-        return {"n": f"{n:,}" if isinstance(n, int) else n, "what": what, "note": "; ".join(r["error"] for r in runs) or note}
+        return {"n": f"{n:,}" if isinstance(n, int) else n, "what": what,
+                "note": "; ".join(r["error"] for r in runs) or note}
     s = spread([r[key] for r in ok])
     step = [r[step_key] for r in ok if r.get(step_key) is not None] if step_key else []
     once = len(ok) == 1
@@ -545,7 +596,7 @@ def table_rows(results: dict, sizes: list[int], n_large: int, large_size, base_m
             ok = [r for r in runs if "error" not in r]
             note = ""
             if ok:
-                note = (f"load_data (channel stats of <= {20_000:,} images incl.) + first batch, in the child; + imports "
+                note = (f"load_data (mean/std included) + first batch, in the child; + imports "
                         f"{spread([r['import_s'] for r in ok])['median']:.1f} s, whole process "
                         f"{spread([r['process_s'] for r in ok])['median']:.1f} s")
             rows.append(_row(n, f"first batch, 2nd run, {name}", runs, "first_batch_s", "s", decoded=dec, note=note))

@@ -267,7 +267,7 @@ def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log, 
                                   "jpeg_draft": True, "pillow": PIL.__version__, "cnnkit": __version__})
     cache, _ = open_or_build(key, n, (c, h, w), load, describe=f"{source.name} at {c}x{h}x{w}", log=log,
                              digest=digest)
-    return mode, (cache.read_all() if mode == "memory" else cache), cache.bad, cache.digests, cache
+    return mode, cache, cache.bad, cache.digests, cache
 
 
 def file_digest(path: str) -> str:
@@ -352,8 +352,9 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
         ks = [keys[i] for i in sel]
         ps = [paths[i] for i in sel] if source.is_files else None
         org = [str(origin_a[i]) for i in sel]
-        if mode == "memory":
-            return Split(y, ks, x=store[torch.from_numpy(rows_a[sel])], paths=ps, origin=org)
+        if mode == "memory":  # each split read straight from the cache: the decoded data set is held once
+            x = store.read(rows_a[sel]) if isinstance(store, ImageCache) else store[torch.from_numpy(rows_a[sel])]
+            return Split(y, ks, x=x, paths=ps, origin=org)
         return Split(y, ks, cache=store, rows=rows_a[sel], paths=ps, origin=org)
 
     splits = {name: make(sel) for name, sel in assignment.items()}
