@@ -41,6 +41,7 @@ bench: $(BENCH)
 	$(BIN)/python bench/conv_speed.py
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/infer_speed.py
+	$(BIN)/python bench/data_scale.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
