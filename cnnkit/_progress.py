@@ -15,6 +15,8 @@ epoch 1/2: 1/4 batches (25%), loss 0.4123, images/s 1234, ... batches/s, ETA ...
 """
 from __future__ import annotations
 
+import abc
+
 import os
 import sys
 import time
@@ -79,11 +81,12 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-class Progress:
+class Progress(abc.ABC):
     """The interface: `update(n=1, **postfix)` and `close()`; also a context manager."""
 
+    @abc.abstractmethod
     def update(self, n: int = 1, **postfix) -> None:
-        raise NotImplementedError
+        """Advance by `n` steps, showing `postfix` values."""
 
     def close(self) -> None:
         pass

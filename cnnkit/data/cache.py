@@ -19,6 +19,7 @@ page cache, which the OS can evict, and the process's own memory stays flat howe
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -169,10 +170,8 @@ def _build(folder: Path, n: int, shape, load, *, describe: str, log, workers: in
 
     def one(i: int) -> np.ndarray | None:
         if digest is not None:
-            try:
-                digests[i] = digest(i)  # read right after (or before) decoding: from the page cache
-            except OSError:
-                pass  # an unreadable file: load() names it
+            with contextlib.suppress(OSError):  # an unreadable file: load() names it
+                digests[i] = digest(i)  # read just before decoding: the decode then reads from the page cache
         try:
             a = load(i)
         except BadImagesError as e:
@@ -210,8 +209,6 @@ def _remove_stale_builds(root: Path, older_than_s: float = 6 * 3600) -> None:
     """Half-built caches of killed runs (their rename never happened)."""
     now = time.time()
     for p in root.glob(".*.building-*"):
-        try:
+        with contextlib.suppress(OSError):  # gone already: another run swept it
             if now - p.stat().st_mtime > older_than_s:
                 shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass

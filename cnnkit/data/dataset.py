@@ -15,6 +15,7 @@ missing, new or modified), never re-splitting silently.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -203,16 +204,12 @@ def _pixels(source: Source, img_size: int | None, max_pixels: int, fingerprint: 
 
     key = cache_key(fingerprint, {"headers": True, "img_size": img_size, "max_pixels": max_pixels})
     saved = cache_root().parent / "headers" / f"{key}.json"
-    try:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # not there yet, or damaged: scanned below
         d = json.loads(saved.read_text(encoding="utf-8"))
         return int(d["channels"]), tuple(d["size"]), [BadImage(p, r) for p, r in d["bad"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # not there yet (or damaged): read the headers
     channels, size, bad = _scan_headers(source, img_size, max_pixels)
-    try:
+    with contextlib.suppress(OSError):  # a read-only or full cache folder only costs the next run this scan
         atomic_write_json(saved, {"channels": channels, "size": list(size), "bad": [[b.path, b.reason] for b in bad]})
-    except OSError:
-        pass  # a read-only or full cache folder only costs the next run this scan
     return channels, size, bad
 
 
