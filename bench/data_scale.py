@@ -32,7 +32,7 @@ Timings are medians over --runs (3) with their range; a measurement whose first 
 writes bench/results/data_scale.json. `--only train` (or scale, predict) measures those sections again into
 the existing JSON, keeping the others' results (the JSON's `measured` says when and at which commit).
 
-    python bench/data_scale.py            # 10k, 20k, 40k images: ~40 min on 2 cores, ~15 GB of disk
+    python bench/data_scale.py            # 10k, 20k, 40k images: ~25 min on 2 cores, ~9 GB of disk at most
     python bench/data_scale.py --quick    # 1k, 2k, 4k images, 40 photos, 1 run each: ~4 min (data_scale_quick.json)
 """
 from __future__ import annotations
