@@ -43,8 +43,9 @@ def describe_input(pre: Preprocess) -> str:
     """The one-line description stored as `cnnkit.input`."""
     (h, w), c = pre.size, pre.channels
     colour = "grayscale" if c == 1 else "RGB"
-    resize = {"fit": f"resize to cover {h}×{w} keeping the aspect ratio, centre-crop to {h}×{w} "
-                     f"(PIL ImageOps.fit, bilinear)"}[pre.resize]
+    fw, fh = pre.fit_size()
+    resize = {"fit": f"resize to cover {fh}×{fw} keeping the aspect ratio, centre-crop to {h}×{w} "
+                     f"(PIL ImageOps.fit, bilinear{', then the centre crop' if (fh, fw) != (h, w) else ''})"}[pre.resize]
     return (f"float32 N×{c}×{h}×{w} {colour} pixels 0-255: {resize}; EXIF orientation applied, transparency on "
             f"white, JPEGs larger than needed decoded at a reduced scale (PIL Image.draft to at least the target "
             f"size) as cnnkit does; the mean/std normalisation is inside the model")

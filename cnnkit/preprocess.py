@@ -3,7 +3,9 @@
 `Preprocess` is the whole recipe from an image to the network's input, saved in model.json:
 - **pixels** (`image`, `load`): an image file, a PIL image or a uint8 array → uint8 C×H×W at the model's
   channels and size. Grayscale ↔ RGB, alpha composited on white, EXIF orientation applied, then the shorter
-  side resized to the target and the centre cropped (`ImageOps.fit`, bilinear with antialiasing). Images of
+  side resized to the target and the centre cropped (`ImageOps.fit`, bilinear with antialiasing); with
+  `crop` < 1, resized to target/crop first and the centre `crop` kept (ImageNet evaluation's resize 256,
+  crop 224: `crop=0.875`, what a pretrained network's weights ask for). Images of
   the built-in array sources (IDX, CIFAR) take this same path, so a PNG written from one of them predicts
   exactly as its training sample was seen. Large JPEGs are decoded at a reduced scale first (libjpeg's DCT
   scaling, `Image.draft`), never below the target size: a 4,000×3,000 photo for a 224 model decodes at
@@ -44,11 +46,13 @@ class Preprocess:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resize: str = "fit"
+    crop: float = 1.0  # the share of the resized image kept (centre crop); 1: all of it
 
     def __post_init__(self):
         object.__setattr__(self, "size", tuple(int(v) for v in self.size))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "crop", float(self.crop))
         problem = self._problem()
         if problem:
             raise CnnkitError(f"preprocessing {self.to_dict()}: {problem}")
@@ -62,6 +66,8 @@ class Preprocess:
             return f"mean and std need one value per channel ({self.channels})"
         if not all(math.isfinite(v) for v in self.mean) or not all(math.isfinite(v) and v > 0 for v in self.std):
             return "mean must be finite and std positive"
+        if not 0.1 <= self.crop <= 1:
+            return f"crop must be between 0.1 and 1, got {self.crop}"
         if self.resize not in RESIZE_POLICIES:
             return f"resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}"
         return None
@@ -69,7 +75,7 @@ class Preprocess:
     # --- saved in model.json ----------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"channels": self.channels, "size": list(self.size), "mean": list(self.mean), "std": list(self.std),
-                "resize": self.resize}
+                "resize": self.resize, "crop": self.crop}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "preprocess") -> "Preprocess":
@@ -81,7 +87,7 @@ class Preprocess:
                 raise CnnkitError(f"{where} lacks '{key}'")
         try:
             return cls(int(d["channels"]), tuple(d["size"]), tuple(d["mean"]), tuple(d["std"]),
-                       str(d.get("resize", "fit")))
+                       str(d.get("resize", "fit")), float(d.get("crop", 1.0)))
         except (TypeError, ValueError) as e:
             raise CnnkitError(f"{where} is malformed ({e})") from None
         except CnnkitError as e:
@@ -102,8 +108,12 @@ class Preprocess:
             im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
         im = im.convert("L" if self.channels == 1 else "RGB")
         h, w = self.size
-        if im.size != (w, h):
-            im = ImageOps.fit(im, (w, h), method=Image.Resampling.BILINEAR)
+        fw, fh = self.fit_size()
+        if im.size != (fw, fh):
+            im = ImageOps.fit(im, (fw, fh), method=Image.Resampling.BILINEAR)
+        if (fw, fh) != (w, h):  # the centre crop
+            left, top = (fw - w) // 2, (fh - h) // 2
+            im = im.crop((left, top, left + w, top + h))
         a = np.asarray(im, dtype=np.uint8)
         return a[None].copy() if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
@@ -113,9 +123,16 @@ class Preprocess:
 
         return self.image(open_image(path, max_pixels=max_pixels, draft=self.draft_size()))
 
+    def fit_size(self) -> tuple[int, int]:
+        """(W, H) the image is resized to before the centre crop: the size itself, or size/crop."""
+        h, w = self.size
+        if self.crop >= 1:
+            return w, h
+        return max(w, round(w / self.crop)), max(h, round(h / self.crop))
+
     def draft_size(self) -> tuple[int, int]:
         """(W, H) below which a JPEG is never decoded (see the module docstring)."""
-        return self.size[1], self.size[0]
+        return self.fit_size()
 
     # --- tensor ------------------------------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,3 +24,15 @@ def parse_shape(text: str, *, flag: str = "--input") -> tuple[int, int, int]:
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=None, default=str)
     sys.stdout.write("\n")
+
+
+def add_weight_flags(p) -> None:
+    """--pretrained / --weights / --download for commands that take a model name (predict, explain)."""
+    p.add_argument("--pretrained", action="store_true",
+                   help="with a model name: its ImageNet weights (torchvision's, found on this machine), with their "
+                        "preprocessing and 1000 class names")
+    p.add_argument("--weights", default=None, metavar="FILE|TAG",
+                   help="with a model name: load this weight file (.pth state dict or .safetensors), or pick "
+                        "torchvision's weights by name (e.g. IMAGENET1K_V1)")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download the weights when they are not on this machine")

@@ -13,8 +13,11 @@ HELP = "feature maps, filters, Grad-CAM and receptive fields of a model on one i
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ._common import add_weight_flags
+
     p.add_argument("source", metavar="RUN_DIR|MODEL",
-                   help="a run directory (the trained model) or a registered model name (untrained: random weights)")
+                   help="a run directory (the trained model) or a registered model name (with --pretrained: its "
+                        "ImageNet weights; without: untrained, random weights)")
     p.add_argument("image", metavar="IMAGE|SAMPLE",
                    help="an image file, or a scikit-image sample photo: camera, astronaut, chelsea, coffee, ...")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files")
@@ -33,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input size for an untrained MODEL (default 224); a run uses its own")
     p.add_argument("--num-classes", type=int, default=None, metavar="N",
                    help="outputs of an untrained MODEL (default 1000)")
+    add_weight_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object: the prediction and every file written")
 
 
@@ -49,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     layers = [n for item in args.layers for n in item.split(",") if n] if args.layers else None
     info = explain(args.source, args.image, args.out, layers=layers, target=args.target, data=args.data,
                    img_size=args.img_size, num_classes=args.num_classes, channels=args.channels,
-                   per_channel=args.per_channel, max_images=args.max_images)
+                   per_channel=args.per_channel, max_images=args.max_images, pretrained=args.pretrained,
+                   weights=args.weights, download=args.download)
     if args.json:
         print_json(info)
         return 0

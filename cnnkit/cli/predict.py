@@ -1,5 +1,8 @@
 """`cnnkit predict RUN_DIR INPUT...`: class probabilities, preprocessed exactly as in training.
 
+`cnnkit predict MODEL --pretrained INPUT...` uses a model's ImageNet weights instead, with their own
+preprocessing and class names (`cnnkit predict mobilenet_v2 --pretrained chelsea`: a tabby cat).
+
 INPUT is an image file, a folder (its images, recursively), a glob (`'photos/*.jpg'`) or a scikit-image sample
 name. Images are decoded `--batch-size` at a time, so memory stays bounded however many are given; with
 `--save-csv FILE` every prediction is also written to a CSV (written atomically at the end).
@@ -9,11 +12,13 @@ from __future__ import annotations
 import argparse
 
 NAME = "predict"
-HELP = "classify images (files, folders, globs, sample names) with a trained run"
+HELP = "classify images (files, folders, globs, sample names) with a trained run or a pretrained model"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    from ._common import add_weight_flags
+
+    p.add_argument("run_dir", metavar="RUN_DIR|MODEL", help="a run directory, or a model name with --pretrained")
     p.add_argument("images", nargs="+", metavar="INPUT", help="image files, folders, globs or sample names")
     p.add_argument("--top-k", type=int, default=3, metavar="K")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images decoded at a time (default 64)")
@@ -22,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
                    help="an unreadable image: stop, naming it (default), or report it and go on")
     p.add_argument("--save-csv", default=None, metavar="FILE", help="also write path,class,probability rows")
+    add_weight_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -43,7 +49,17 @@ def run(args: argparse.Namespace) -> int:
     if args.save_csv:
         _check_csv_path(args.save_csv)  # before any image is classified: nothing computed is then lost
     inputs = expand_inputs(args.images)
-    model = api.load_model(args.run_dir, engine=args.engine)
+    from pathlib import Path
+
+    if args.pretrained or args.weights or not Path(args.run_dir).is_dir():
+        from ..run.predictor import load_predictor
+
+        if args.engine != "torch" and not Path(args.run_dir).is_dir():
+            raise CnnkitError("--engine onnx needs a run directory (cnnkit export makes the ONNX file)")
+        model = load_predictor(args.run_dir, pretrained=args.pretrained, weights=args.weights,
+                               download=args.download, untrained=False)
+    else:
+        model = api.load_model(args.run_dir, engine=args.engine)
     errors: list[dict] = []
 
     def on_error(item, exc):

@@ -260,7 +260,8 @@ def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log, 
     from .._version import __version__
 
     # the decoder and the resizing are part of the pixels: another Pillow or cnnkit gives another cache
-    key = cache_key(fingerprint, {"channels": c, "size": [h, w], "resize": pixels.resize, "max_pixels": max_pixels,
+    key = cache_key(fingerprint, {"channels": c, "size": [h, w], "resize": pixels.resize, **({"crop": pixels.crop} if pixels.crop < 1 else {}),
+                                  "max_pixels": max_pixels,
                                   "jpeg_draft": True, "pillow": PIL.__version__, "cnnkit": __version__})
     cache, _ = open_or_build(key, n, (c, h, w), load, describe=f"{source.name} at {c}x{h}x{w}", log=log,
                              digest=digest)
@@ -302,7 +303,8 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
         channels, size, header_bad = preprocess.channels, preprocess.size, []
     else:
         channels, size, header_bad = _pixels(source, img_size, max_pixels, fingerprint)
-    pixels = Preprocess(channels, size, (0.0,) * channels, (1.0,) * channels)
+    pixels = Preprocess(channels, size, (0.0,) * channels, (1.0,) * channels,
+                        crop=preprocess.crop if preprocess is not None else 1.0)
     mode, store, bad_rows, digests, cache = _store(source, pixels, mode, max_pixels, log, fingerprint)
 
     # every item: its source split, key, label, row in the store; the unreadable ones set aside

@@ -20,28 +20,12 @@ import torch
 
 from ..errors import CnnkitError, UnknownNameError
 from ..data.samples import SAMPLES  # noqa: F401  (re-exported: the names `explain` takes)
-from ..run.predictor import Predictor, load_image  # noqa: F401  (load_image: part of this module's API)
+from ..run.predictor import Predictor, load_image, load_predictor  # noqa: F401  (load_image: part of this module's API)
 
 
-def load_subject(source: str | Path, *, img_size: int | None = None, num_classes: int | None = None) -> Predictor:
-    """A run directory → its trained model; a registry name → a fresh, untrained one (3 channels, ImageNet
-    normalisation, `img_size`² input, `num_classes` default 1000)."""
-    from ..models import list_models
-
-    src = str(source)
-    path = Path(src)
-    if path.is_dir():
-        pred = Predictor.from_run(path)
-        if img_size is not None and (img_size, img_size) != tuple(pred.size):
-            raise CnnkitError(f"--img-size {img_size}: {src} is a trained run whose model takes "
-                              f"{pred.size[0]}x{pred.size[1]} images; leave --img-size out")
-        return pred
-    if src in list_models():
-        return Predictor.untrained(src, img_size=img_size, num_classes=num_classes)
-    if "/" in src or path.suffix or path.exists():
-        raise CnnkitError(f"{src} is not a run directory (no such folder) nor a registered model; give the folder "
-                          "`cnnkit train` wrote, or a model name from `cnnkit models`")
-    raise UnknownNameError("model (or run directory)", src, list_models())
+def load_subject(source: str | Path, **kw) -> Predictor:
+    """What `explain` looks at: a run, a pretrained model or an untrained one (run.predictor.load_predictor)."""
+    return load_predictor(source, **kw)
 
 
 def _safe(name: str) -> str:
@@ -87,13 +71,15 @@ def _load_patch_data(sub: Predictor, spec: str, max_images: int) -> tuple[torch.
 def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: Sequence[str] | None = None,
             target: str | int | None = None, data: str | None = None, img_size: int | None = None,
             num_classes: int | None = None, channels: int = 4, per_channel: int = 6,
-            max_images: int = 2000) -> dict:
+            max_images: int = 2000, pretrained: bool | str = False, weights: str | None = None,
+            download: bool = False) -> dict:
     """Write the explanation images for one image to `out`; return what was found and the files written."""
     from . import features as feat
     from . import plots
     from .gradcam import gradcam, resolve_target
 
-    sub = load_subject(source, img_size=img_size, num_classes=num_classes)
+    sub = load_subject(source, img_size=img_size, num_classes=num_classes, pretrained=pretrained, weights=weights,
+                       download=download)
     layers = _check_layers(sub.model, layers)
     target_idx = resolve_target(target, sub.classes)
     img = sub.image(image)  # C×H×W uint8: what the model sees

@@ -49,8 +49,15 @@ def list_models() -> list[str]:
     return sorted(set(_MODELS) | set(_LAZY))
 
 
-def create_model(name: str, *, num_classes: int | None = None, in_channels: int = 3, **kwargs) -> nn.Module:
+def create_model(name: str, *, num_classes: int | None = None, in_channels: int = 3,
+                 pretrained: bool | str = False, weights: str | None = None, download: bool = False,
+                 **kwargs) -> nn.Module:
     """Build a registered model by name.
+
+    `pretrained=True` loads torchvision's ImageNet weights (found offline: models/pretrained.py), `weights=FILE`
+    a weight file, `download=True` lets torchvision fetch them when they are not on this machine. The first
+    convolution is adapted to `in_channels`, the head is new when `num_classes` is not 1000, and the standard
+    stem is kept (small images are upsampled instead); `model.pretrained_info` holds the weights' metadata.
 
     `num_classes` defaults to the model's own (1000 for the ImageNet architectures, 10 for simplecnn and
     lenet5, 2 for simplecnn_bn). `input_size=(H, W)` lets a model pick its stem (the small-input stem below 64 pixels);
@@ -71,6 +78,8 @@ def create_model(name: str, *, num_classes: int | None = None, in_channels: int 
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise TypeError(f"{name} takes no argument {unknown[0]!r}; it accepts: {', '.join(sorted(accepted))}")
+    if (pretrained or weights) and kwargs.get("small_input") is None:
+        kwargs["small_input"] = False  # the pretrained stem, at the resolution it learned at
     if kwargs.get("input_size") is not None:
         kwargs["input_size"] = tuple(int(v) for v in kwargs["input_size"])[-2:]
     model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
@@ -79,4 +88,9 @@ def create_model(name: str, *, num_classes: int | None = None, in_channels: int 
     defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items()
                 if p.default is not inspect.Parameter.empty}
     model.model_kwargs = {**defaults, "num_classes": num_classes, "in_channels": in_channels, **kwargs}
+    if pretrained or weights:
+        from .pretrained import load_pretrained
+
+        model.pretrained_info = load_pretrained(model, name, pretrained=pretrained or True, weights=weights,
+                                                download=download)
     return model

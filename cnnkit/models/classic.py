@@ -1,10 +1,11 @@
 """The classic ImageNet architectures, taken from torchvision (not rewritten) and given cnnkit's interface.
 
 Each builder calls torchvision's own builder, so the layers, their names and their initialisation are
-torchvision's: at 3×224×224 with the standard stem the state dict loads torchvision's pretrained weights
-unchanged (`load_torchvision_weights`). cnnkit adds three things:
+torchvision's: with the standard stem the state dict is torchvision's, so its ImageNet weights load unchanged
+(`create_model(name, pretrained=True)`, models/pretrained.py). cnnkit adds three things:
 
-- `in_channels`: the first convolution is rebuilt for 1-channel (or N-channel) images;
+- `in_channels`: the first convolution is rebuilt for 1-channel (or N-channel) images (with pretrained
+  weights, its filters are adapted rather than replaced: pretrained.adapt_first_conv);
 - a small-input stem for 28×28 and 32×32 images (chosen when `input_size` is below 64 pixels, or by
   `small_input=True`): the early stride-2 layers become stride 1, so the last feature map is still 3×3 to
   4×4 instead of 1×1 or nothing — the CIFAR-style variants the literature uses;
@@ -183,4 +184,71 @@ def efficientnet_b0(*, num_classes: int = 1000, in_channels: int = 3, input_size
             if isinstance(conv, nn.Conv2d) and conv.stride == (2, 2):
                 conv.stride = (1, 1)
     m.in_channels, m.small_input, m.min_input_size = in_channels, small, 1
+    return m
+
+
+# --- MobileNetV2 -----------------------------------------------------------------------------------------
+class MobileNetV2(CnnkitModel, tvm.MobileNetV2):
+    # the last block at each resolution: 112, 56, 28, 14 and 7 pixels at 224×224
+    stage_names = ("features.1", "features.3", "features.6", "features.13", "features.18")
+    classifier_name = "classifier.1"
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.adaptive_avg_pool2d(x, (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def _unstride(block: nn.Module) -> None:
+    """The stride-2 convolutions of `block` run at stride 1 (the kernel, so a pretrained weight, is unchanged)."""
+    for conv in block.modules():
+        if isinstance(conv, nn.Conv2d) and conv.stride == (2, 2):
+            conv.stride = (1, 1)
+
+
+@register_model
+def mobilenet_v2(*, num_classes: int = 1000, in_channels: int = 3, input_size: Sequence[int] | None = None,
+                 small_input: bool | None = None, dropout: float = 0.2) -> MobileNetV2:
+    """MobileNetV2 (Sandler et al. 2018): inverted residuals with linear bottlenecks, 3,504,872 parameters at
+    1000 classes. Small stem: the stem and the first stride-2 block run at stride 1 (overall stride 8)."""
+    m = _adopt(tvm.mobilenet_v2(num_classes=num_classes, dropout=dropout), MobileNetV2)
+    if in_channels != 3:
+        m.features[0][0] = _conv_like(m.features[0][0], in_channels)
+    small = wants_small_stem(input_size, small_input)
+    if small:
+        _unstride(m.features[0])
+        _unstride(m.features[2])
+    m.in_channels, m.small_input, m.min_input_size = in_channels, small, 1
+    return m
+
+
+# --- ConvNeXt-Tiny ---------------------------------------------------------------------------------------
+class ConvNeXt(CnnkitModel, tvm.ConvNeXt):
+    stage_names = ("features.1", "features.3", "features.5", "features.7")
+    classifier_name = "classifier.2"
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.avgpool(x))  # classifier = LayerNorm2d, Flatten, Linear
+
+
+@register_model
+def convnext_tiny(*, num_classes: int = 1000, in_channels: int = 3, input_size: Sequence[int] | None = None,
+                  small_input: bool | None = None) -> ConvNeXt:
+    """ConvNeXt-Tiny (Liu et al. 2022), the lessons' "modern hybrid": a ResNet modernised with a transformer's
+    design choices (4×4 patchify stem, 7×7 depthwise convolutions, LayerNorm, GELU, inverted bottlenecks).
+    Small stem: the 4×4 patchify convolution runs at stride 1 instead of 4 (overall stride 8)."""
+    m = _adopt(tvm.convnext_tiny(num_classes=num_classes), ConvNeXt)
+    stem = m.features[0][0]
+    if in_channels != 3:
+        m.features[0][0] = stem = _conv_like(stem, in_channels)
+    small = wants_small_stem(input_size, small_input)
+    if small:
+        stem.stride = (1, 1)
+    # the stem's 4×4 patches and three 2×2 downsamplings need 32 pixels (11 with the small stem)
+    m.in_channels, m.small_input, m.min_input_size = in_channels, small, (11 if small else 32)
     return m

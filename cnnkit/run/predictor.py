@@ -72,6 +72,22 @@ class Predictor:
         return cls(model, Preprocess(3, (side, side), IMAGENET_MEAN, IMAGENET_STD), [str(i) for i in range(n)],
                    name=name, trained=False)
 
+    @classmethod
+    def pretrained(cls, name: str, *, pretrained: bool | str = True, weights: str | None = None,
+                   download: bool = False, device: str = "cpu") -> "Predictor":
+        """A registered model with its ImageNet weights and their own preprocessing (resize, centre crop,
+        mean/std) and class names: `Predictor.pretrained('mobilenet_v2').predict(['chelsea'])` → a cat."""
+        from ..models import create_model
+
+        model = create_model(name, pretrained=pretrained, weights=weights, download=download)
+        info = model.pretrained_info
+        side = info["crop"]
+        prep = Preprocess(3, (side, side), info["mean"], info["std"], crop=side / info["resize"])
+        n = model.get_classifier().out_features
+        classes = info.get("categories") or [str(i) for i in range(n)]
+        return cls(model, prep, classes, name=name, device=device, meta={"pretrained": info},
+                   source=f"{name} ({info['weights'] or info['file']})")
+
     @property
     def max_pixels(self) -> int | None:
         """The run's image-size limit (--max-pixels), used wherever it reads images."""
@@ -174,6 +190,41 @@ class Predictor:
             tops = iter(self.top(self.probs(torch.from_numpy(np.stack(arrays))), top_k) if arrays else [])
             for item, good in zip(chunk, ok):
                 yield item, (next(tops) if good else None)
+
+
+def load_predictor(source: str | Path, *, img_size: int | None = None, num_classes: int | None = None,
+                   pretrained: bool | str = False, weights: str | None = None, download: bool = False,
+                   untrained: bool = True) -> Predictor:
+    """A run directory → its trained model; a registry name → with `pretrained`/`weights`, its ImageNet
+    weights and their preprocessing and classes, else a fresh, untrained one (3 channels, ImageNet
+    normalisation, `img_size`² input, `num_classes` default 1000)."""
+    from ..models import list_models
+
+    src = str(source)
+    path = Path(src)
+    if (pretrained or weights) and path.is_dir():
+        raise CnnkitError(f"--pretrained/--weights go with a model name, not a run directory ({src} is one: "
+                          "its own weights are used)")
+    if path.is_dir():
+        pred = Predictor.from_run(path)
+        if img_size is not None and (img_size, img_size) != tuple(pred.size):
+            raise CnnkitError(f"--img-size {img_size}: {src} is a trained run whose model takes "
+                              f"{pred.size[0]}x{pred.size[1]} images; leave --img-size out")
+        return pred
+    if src in list_models() and (pretrained or weights):
+        if img_size is not None or num_classes is not None:
+            raise CnnkitError("--img-size and --num-classes are for an untrained model; pretrained weights come "
+                              "with their own size and classes")
+        return Predictor.pretrained(src, pretrained=pretrained or True, weights=weights, download=download)
+    if src in list_models() and not untrained:
+        raise CnnkitError(f"{src} is a model name: add --pretrained for its ImageNet weights (or --weights FILE), "
+                          "or give a run directory that `cnnkit train` wrote")
+    if src in list_models():
+        return Predictor.untrained(src, img_size=img_size, num_classes=num_classes)
+    if "/" in src or path.suffix or path.exists():
+        raise CnnkitError(f"{src} is not a run directory (no such folder) nor a registered model; give the folder "
+                          "`cnnkit train` wrote, or a model name from `cnnkit models`")
+    raise UnknownNameError("model (or run directory)", src, list_models())
 
 
 def load_image(spec: str | os.PathLike):
