@@ -95,9 +95,10 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: b
          start: float) -> dict:
     log = log_stream or sys.stdout
     if state is None:
+        stats, min_size = _pretrained_input(cfg)
         ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
                        on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, download=cfg.download,
-                       mode=cfg.data_mode, log=log)
+                       mode=cfg.data_mode, min_size=min_size, log=log, **stats)
     else:  # resuming: the same images, split and preprocessing as when the run started
         meta = fmt.read_meta(run_dir) if (run_dir / fmt.META).is_file() else None
         from .preprocess import Preprocess
@@ -124,9 +125,22 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: b
             raise
 
 
+def _pretrained_input(cfg: TrainConfig) -> tuple[dict, int | None]:
+    """For a run from pretrained weights: the weights' mean/std (not the data's: the network learned with
+    ImageNet's) and the side small images are upsampled to (the pretrained stem is kept, not replaced)."""
+    if not (cfg.pretrained or cfg.weights):
+        return {}, None
+    from .engine.config import PRETRAINED_MIN_SIDE, PRETRAINED_MODEL
+    from .models.pretrained import weight_choices
+
+    t = weight_choices(cfg.model or PRETRAINED_MODEL)[0].transforms()  # every torchvision ImageNet weight: same stats
+    return {"mean": list(t.mean), "std": list(t.std)}, PRETRAINED_MIN_SIDE
+
+
 def _train(resolved: TrainConfig, cfg: TrainConfig, ds, run_dir: Path, state: dict | None, *, quiet: bool, log,
            callbacks, start: float) -> dict:
-    trainer = Trainer(resolved, ds, run_dir=run_dir, callbacks=[*_callbacks(resolved, quiet, log), *callbacks])
+    trainer = Trainer(resolved, ds, run_dir=run_dir, callbacks=[*_callbacks(resolved, quiet, log), *callbacks],
+                      load_pretrained=state is None)
     if state is not None:
         trainer.load_state(state)
     if not quiet:
@@ -137,6 +151,11 @@ def _train(resolved: TrainConfig, cfg: TrainConfig, ds, run_dir: Path, state: di
               f"{t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr:g}, {t.scheduler}, "
               f"augment {t.augment}, {flips}{why if t.augment != 'none' else ''}; run dir {run_dir}",
               file=log, flush=True)
+        if trainer.pretrained_info and state is None:
+            info = trainer.pretrained_info
+            print(f"pretrained: {info['weights'] or info['file']} ({info['found']}); "
+                  f"{t.freeze_epochs} epoch(s) head only, then all layers at lr/{t.lr_mult:g} (first) to lr (head); "
+                  f"BatchNorm {t.bn}" + "".join(f"; {n}" for n in info["adapted"]), file=log, flush=True)
         if state is not None:
             print(f"resuming {run_dir} after epoch {trainer.epoch}/{t.epochs} (best val_acc "
                   f"{trainer.best_val_acc:.4f} at epoch {trainer.best_epoch})", file=log, flush=True)

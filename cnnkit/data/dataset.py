@@ -277,12 +277,14 @@ def file_digest(path: str) -> str:
 def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | None = None, seed: int = 0,
               on_bad_image: str = "fail", max_pixels: int | None = None, mean=None, std=None,
               download: bool = False, mode: str = "auto", manifest: dict | None = None,
-              preprocess: Preprocess | None = None, log=None) -> ImageData:
+              preprocess: Preprocess | None = None, min_size: int | None = None, log=None) -> ImageData:
     """Read a data set: in memory or streamed (`mode`), split, with its preprocessing.
 
     `val_fraction` (default 0.1, 0.2 for digits) of the training images, stratified and seeded, become the
     validation split when the source has none. `mean`/`std` default to the training split's. `manifest`
     (a run's split.json) gives the split instead, and `preprocess` (a run's) the channels, size and stats.
+    RGB `mean`/`std` (a pretrained network's) for a grayscale data set are averaged, as the RGB-summed first
+    filters expect. `min_size`: with no `img_size`, images smaller than this are upsampled to it (square).
 
     >>> data = load_data('digits')
     >>> data.describe()
@@ -303,6 +305,10 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
         channels, size, header_bad = preprocess.channels, preprocess.size, []
     else:
         channels, size, header_bad = _pixels(source, img_size, max_pixels, fingerprint)
+        if img_size is None and min_size and min(size) < min_size:
+            channels, size, header_bad = _pixels(source, min_size, max_pixels, fingerprint)
+        if mean is not None and std is not None and channels == 1 and len(mean) == 3:
+            mean, std = [round(sum(mean) / 3, 6)], [round(sum(std) / 3, 6)]
     pixels = Preprocess(channels, size, (0.0,) * channels, (1.0,) * channels,
                         crop=preprocess.crop if preprocess is not None else 1.0)
     mode, store, bad_rows, digests, cache = _store(source, pixels, mode, max_pixels, log, fingerprint)

@@ -34,8 +34,11 @@ PRESETS: dict[str, dict] = {
              "val_fraction": 0.04, "label_smoothing": 0.05},
 }
 SCHEDULERS = ("onecycle", "cosine", "none")
+BN_POLICIES = ("train", "frozen")
+PRETRAINED_MODEL = "mobilenet_v2"  # --pretrained without --model: the network whose weights ship offline
+PRETRAINED_MIN_SIDE = 96  # --pretrained on images smaller than this: upsampled to it (bench/finetune.py)
 ON_BAD_IMAGE = ("fail", "skip")
-__all__ = ["AUGMENTS", "DATA_MODES", "ON_BAD_IMAGE", "OPTIMIZERS", "PRESETS", "SCHEDULERS", "TrainConfig",
+__all__ = ["AUGMENTS", "BN_POLICIES", "DATA_MODES", "PRETRAINED_MIN_SIDE", "PRETRAINED_MODEL", "ON_BAD_IMAGE", "OPTIMIZERS", "PRESETS", "SCHEDULERS", "TrainConfig",
            "apply_preset", "check", "flag", "help_of", "not_one_of", "opt", "resolve"]
 
 
@@ -57,6 +60,24 @@ class TrainConfig:
                       "model on a CPU; explicit options win", choices=tuple(PRESETS))
     model: str | None = opt(None, "a registered model (cnnkit models); None: simplecnn for images up to 32 px, "
                             "simplecnn_bn above")
+    pretrained: bool = opt(False, "start from the model's ImageNet weights (torchvision's; found offline in the torch "
+                           "hub cache or an installed weight package, or fetched with --download) and fine-tune: "
+                           "head first, then the whole network (fastai's fine_tune); model default mobilenet_v2")
+    weights: str | None = opt(None, "start from this weight file (.pth state dict, read with weights_only, or "
+                              ".safetensors) or torchvision's weights by name (IMAGENET1K_V1); implies --pretrained",
+                              metavar="FILE|TAG")
+    freeze_epochs: int | None = opt(None, "epochs (of --epochs) that train only the new head, the pretrained body "
+                                    "frozen; = --epochs: a linear probe; None: 1 with --pretrained (fastai's "
+                                    "fine_tune), else 0", metavar="N")
+    lr_mult: float | None = opt(None, "discriminative learning rates: after the frozen epochs the first layers learn "
+                                "at lr/LR_MULT, rising geometrically stage by stage to lr at the head (fastai's "
+                                "slice(lr/LR_MULT, lr)); None: 10 with --pretrained, else 1", metavar="X")
+    bn: str = opt("train", "BatchNorm policy for fine-tuning. train: BatchNorm layers learn and update their "
+                  "statistics on your data, also while the body is frozen (fastai's train_bn; right when your "
+                  "images differ from ImageNet's, e.g. X-rays). frozen: they keep ImageNet's statistics and "
+                  "scales throughout (inference mode; Keras' advice since keras#9965: a layer frozen in weights "
+                  "but normalising with batch statistics trains on different numbers than it predicts with)",
+                  choices=BN_POLICIES)
     model_kwargs: dict = opt({}, "extra builder arguments, a JSON object (e.g. {\"small_input\": true})",
                              metavar="JSON")
     epochs: int | None = opt(None, "None: enough passes for the data size (30 for digits, 12 for 50k images)")
@@ -89,7 +110,8 @@ class TrainConfig:
                          "batch by batch, for data larger than memory); auto: memory when the decoded data set "
                          "takes under a quarter of the available RAM", choices=DATA_MODES)
     out: str | None = opt(None, "run directory; None: runs/<data>-<model>-<time>", metavar="RUN_DIR")
-    download: bool = opt(False, "fetch MNIST/Fashion-MNIST/CIFAR-10 with torchvision when missing")
+    download: bool = opt(False, "fetch MNIST/Fashion-MNIST/CIFAR-10, or pretrained weights, with torchvision when "
+                         "missing")
     report: bool = opt(True, "write report.html (summary, curves, confusion matrix, Grad-CAM) after training; "
                        "cnnkit report RUN_DIR writes it later")
 
@@ -129,7 +151,7 @@ def apply_preset(cfg: TrainConfig) -> TrainConfig:
 
 
 # Lower bounds no data set could make right; (bound, inclusive). Checked where the value is set.
-_AT_LEAST = {"epochs": (1, True), "batch_size": (1, True), "patience": (1, True), "img_size": (1, True),
+_AT_LEAST = {"freeze_epochs": (0, True), "lr_mult": (1, True), "epochs": (1, True), "batch_size": (1, True), "patience": (1, True), "img_size": (1, True),
              "max_pixels": (1, True), "lr": (0, False), "weight_decay": (0, True), "momentum": (0, True),
              "label_smoothing": (0, True), "val_fraction": (0, False)}
 
@@ -149,6 +171,12 @@ def check(cfg: TrainConfig) -> TrainConfig:
     for name in ("label_smoothing", "val_fraction"):
         if getattr(cfg, name) is not None and getattr(cfg, name) >= 1:
             raise CnnkitError(f"{flag(name)} must be less than 1, got {getattr(cfg, name)}")
+    if cfg.freeze_epochs and not (cfg.pretrained or cfg.weights):
+        raise CnnkitError(f"--freeze-epochs {cfg.freeze_epochs} needs --pretrained (or --weights FILE): a randomly "
+                          "initialised body has nothing to keep")
+    if cfg.freeze_epochs is not None and cfg.epochs is not None and cfg.freeze_epochs > cfg.epochs:
+        raise CnnkitError(f"--freeze-epochs {cfg.freeze_epochs} is more than --epochs {cfg.epochs}; give at most "
+                          f"{cfg.epochs} (equal: train only the head, a linear probe)")
     if not isinstance(cfg.model_kwargs, dict):
         raise CnnkitError(f"--model-kwargs must be a JSON object such as '{{\"small_input\": true}}', "
                           f"got {cfg.model_kwargs!r}")
@@ -159,12 +187,15 @@ def resolve(cfg: TrainConfig, *, n_train: int, size: tuple[int, int]) -> TrainCo
     """Fill the `None` defaults from the preset, then from the data; check the rest."""
     cfg = check(apply_preset(cfg))
     side = min(size)
-    model = cfg.model or ("simplecnn" if side <= 32 else "simplecnn_bn")
+    tuned = bool(cfg.pretrained or cfg.weights)
+    model = cfg.model or (PRETRAINED_MODEL if tuned else "simplecnn" if side <= 32 else "simplecnn_bn")
     pick = lambda value, default: default if value is None else value  # noqa: E731  (0 is a value, not "unset")
     epochs = pick(cfg.epochs, 30 if n_train < 5_000 else 15 if n_train < 20_000 else 12)
     batch = pick(cfg.batch_size, 64 if n_train < 5_000 else 128)
     lr = pick(cfg.lr, 0.05 if cfg.optimizer == "sgd" else 3e-3)
     augment = cfg.augment or ("light" if side <= 16 else "standard")
     smoothing = 0.1 if cfg.label_smoothing is None else cfg.label_smoothing
+    freeze = pick(cfg.freeze_epochs, min(1, epochs) if tuned else 0)
+    lr_mult = pick(cfg.lr_mult, 10.0 if tuned else 1.0)
     return check(cfg.replace(model=model, epochs=epochs, batch_size=batch, lr=lr, augment=augment,
-                             label_smoothing=smoothing))
+                             label_smoothing=smoothing, pretrained=tuned, freeze_epochs=freeze, lr_mult=lr_mult))

@@ -31,12 +31,39 @@ class TrainingDiverged(CnnkitError):
     """The loss became NaN or infinite."""
 
 
-def _param_groups(model: nn.Module, weight_decay: float):
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)  # biases and norm scales are not decayed
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def layer_groups(model: nn.Module) -> list[list[tuple[str, nn.Parameter]]]:
+    """The parameters in forward order, cut after each of the model's stages (`stage_names`): group 0 is the
+    stem and first stage (edges), the last group the head (the classifier and anything after the last stage)."""
+    named = list(model.named_parameters())
+    ends = []
+    for stage in getattr(model, "stage_names", ()):
+        idx = [i for i, (n, _) in enumerate(named) if n.startswith(stage + ".")]
+        if idx:
+            ends.append(max(idx))
+    groups: list[list] = [[] for _ in range(len(ends) + 1)]
+    for i, item in enumerate(named):
+        groups[sum(1 for e in ends if e < i)].append(item)
+    return [g for g in groups if g]
+
+
+def _param_groups(model: nn.Module, weight_decay: float, lr: float, lr_mult: float = 1.0):
+    """Optimizer groups: per layer group (discriminative learning rates, lr/lr_mult at the stem rising
+    geometrically to lr at the head), each split into decayed weights and undecayed biases and norm scales."""
+    # one learning rate: one group (also the layout of runs made before discriminative rates, so they resume)
+    layers = layer_groups(model) if lr_mult != 1 else [list(model.named_parameters())]
+    last = max(len(layers) - 1, 1)
+    out = []
+    for g, params in enumerate(layers):
+        peak = lr * lr_mult ** (-(len(layers) - 1 - g) / last)
+        decay = [p for _, p in params if p.ndim > 1]
+        no_decay = [p for _, p in params if p.ndim <= 1]  # biases and norm scales are not decayed
+        out += [{"params": decay, "weight_decay": weight_decay, "lr": peak, "peak_lr": peak, "layer_group": g},
+                {"params": no_decay, "weight_decay": 0.0, "lr": peak, "peak_lr": peak, "layer_group": g}]
+    return [g for g in out if g["params"]]
+
+
+def _is_norm(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.batchnorm._BatchNorm)
 
 
 class Trainer:
@@ -53,7 +80,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, data: ImageData, *, run_dir: str | Path,
-                 callbacks: Iterable[Callback] = ()):
+                 callbacks: Iterable[Callback] = (), load_pretrained: bool = True):
         self.data = data
         cfg = resolve(cfg, n_train=len(data.train), size=data.size)
         # flips: the user's choice, else what is known of the data (never for digits, letters, unknown folders)
@@ -69,8 +96,17 @@ class Trainer:
         self.train_split, self.val_split = (on_device(data.train), on_device(data.val)) if self.autocast \
             else (data.train, data.val)
         torch.manual_seed(self.cfg.seed)
+        # pretrained weights are read for a new run; a resumed one has its own in train_state.pt
+        tuned = self.cfg.pretrained and load_pretrained
         self.model = create_model(self.cfg.model, num_classes=len(data.classes), in_channels=data.channels,
-                                  input_size=data.size, **self.cfg.model_kwargs).to(self.device)
+                                  input_size=data.size, pretrained=tuned, weights=self.cfg.weights if tuned else None,
+                                  download=self.cfg.download, **self.cfg.model_kwargs).to(self.device)
+        if self.cfg.pretrained and not load_pretrained:  # resuming: the same architecture, stem and all
+            self.model.model_kwargs.setdefault("small_input", False)
+        self.pretrained_info = getattr(self.model, "pretrained_info", None)
+        self.body = [p for g in layer_groups(self.model)[:-1] for _, p in g]
+        self.phase = "head" if self.cfg.freeze_epochs > 0 else "all"
+        self._set_trainable()
         self.memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         n, b = len(data.train), self.cfg.batch_size
@@ -92,8 +128,33 @@ class Trainer:
             cb.trainer = self
 
     # --- set-up ------------------------------------------------------------------------------------------
+    def _set_trainable(self) -> None:
+        """The phase's trainable parameters: the head only (and BatchNorm under --bn train) while the body is
+        frozen, then everything; under --bn frozen, BatchNorm never trains."""
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        if self.phase == "head":
+            for p in self.body:
+                p.requires_grad_(False)
+        norms = [m for m in self.model.modules() if _is_norm(m)]
+        for m in norms:
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(self.cfg.bn == "train")
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.cfg.bn == "frozen":  # ImageNet's running statistics, in training as at inference
+            for m in self.model.modules():
+                if _is_norm(m):
+                    m.eval()
+
+    def _phase_span(self) -> tuple[int, int]:
+        """The first and last epoch (0-based start, end) of the current phase's schedule."""
+        f = self.cfg.freeze_epochs
+        return (0, f) if self.phase == "head" else (f, self.cfg.epochs)
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        groups = _param_groups(self.model, self.cfg.weight_decay)
+        groups = _param_groups(self.model, self.cfg.weight_decay, self.cfg.lr, self.cfg.lr_mult)
         if self.cfg.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
         if self.cfg.optimizer == "adam":
@@ -101,12 +162,19 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr)
 
     def _make_scheduler(self):
-        total = self.cfg.epochs * self.steps_per_epoch
+        """The schedule of the current phase: one cycle over the frozen epochs (every group at the head's lr;
+        the frozen ones have no gradients), then one over the rest with the discriminative rates."""
+        start, end = self._phase_span()
+        total = (end - start) * self.steps_per_epoch
+        peaks = [self.cfg.lr if self.phase == "head" else g["peak_lr"] for g in self.optimizer.param_groups]
+        for g, peak in zip(self.optimizer.param_groups, peaks):
+            g["lr"] = peak
+            g.pop("initial_lr", None)  # a scheduler takes its start from an earlier one's otherwise
         if self.cfg.scheduler == "onecycle":
             if total < 4:  # too few steps for a warm-up and an anneal: a constant learning rate
                 return None
             # a quarter of the steps warm up; at least 2, or OneCycleLR divides by a zero-length phase
-            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.cfg.lr, total_steps=total,
+            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=peaks, total_steps=total,
                                                        pct_start=max(0.25, 2 / total))
         if self.cfg.scheduler == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
@@ -128,6 +196,10 @@ class Trainer:
         self._event("before_fit")
         try:
             while self.epoch < self.cfg.epochs and not self.should_stop:
+                if self.phase == "head" and self.epoch >= self.cfg.freeze_epochs:  # unfreeze the body
+                    self.phase = "all"
+                    self._set_trainable()
+                    self.scheduler = self._make_scheduler()
                 self.epoch += 1
                 self._event("before_epoch")
                 t0 = time.perf_counter()
@@ -140,7 +212,7 @@ class Trainer:
                 self.history.append({
                     "epoch": self.epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
                     "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
-                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                    "lr": self.optimizer.param_groups[-1]["lr"], "phase": self.phase, "seconds": round(seconds, 3),
                     "images_per_s": round(len(self.data.train) / max(seconds, 1e-9), 1)})
                 self._event("after_epoch")
         finally:
@@ -168,7 +240,7 @@ class Trainer:
         return x, y.to(self.device, non_blocking=True)
 
     def _train_epoch(self) -> tuple[float, float]:
-        self.model.train()
+        self._train_mode()
         split = self.train_split
         order = torch.randperm(len(split), generator=self.generator)
         b = self.cfg.batch_size
@@ -233,6 +305,7 @@ class Trainer:
             "metrics": {"best_epoch": self.best_epoch, **{k: v for k, v in best.items() if k != "epoch"}},
             "best_rule": self.BEST_RULE,
             "created": datetime.now().isoformat(timespec="seconds"),
+            **({"pretrained": self.pretrained_info} if self.pretrained_info else {}),
         }
 
     def save_best(self) -> None:
@@ -245,7 +318,8 @@ class Trainer:
             "config": self.cfg.to_dict(), "epoch": self.epoch, "step": self.step, "history": self.history,
             "best_val_acc": self.best_val_acc, "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None, "phase": self.phase,
+            "pretrained": self.pretrained_info,
             "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
                     "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
                     "python": random.getstate(),
@@ -266,17 +340,26 @@ class Trainer:
         self.step = int(state.get("step", self.epoch * self.steps_per_epoch))
         self.best_val_acc, self.best_epoch = float(state["best_val_acc"]), int(state["best_epoch"])
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
+        self.pretrained_info = state.get("pretrained", self.pretrained_info)
+        # the phase the next epoch belongs to; the saved schedule is kept only if it is that phase's
+        self.phase = "head" if self.epoch < self.cfg.freeze_epochs else "all"
+        self._set_trainable()
         extended = int(state["config"].get("epochs") or 0) != self.cfg.epochs
-        if self.scheduler is not None and state.get("scheduler") is not None and not extended:
+        same_phase = state.get("phase", "all") == self.phase
+        saved = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        self.scheduler = self._make_scheduler()
+        if self.scheduler is not None and state.get("scheduler") is not None and not extended and same_phase:
             self.scheduler.load_state_dict(state["scheduler"])
+            for g, hyper in zip(self.optimizer.param_groups, saved):  # lr and momentum where the schedule was
+                g.update(hyper)
         elif self.scheduler is not None:
             import warnings
 
             # built anew on the loaded optimizer (whose groups may lack the schedule's keys), then advanced
-            self.scheduler = self._make_scheduler()
+            start, end = self._phase_span()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
-                for _ in range(min(self.step, self.cfg.epochs * self.steps_per_epoch - 1)):
+                for _ in range(min(self.step - start * self.steps_per_epoch, (end - start) * self.steps_per_epoch - 1)):
                     self.scheduler.step()
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
