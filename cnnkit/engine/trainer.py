@@ -98,11 +98,12 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         # pretrained weights are read for a new run; a resumed one has its own in train_state.pt
         tuned = self.cfg.pretrained and load_pretrained
+        kwargs = dict(self.cfg.model_kwargs)
+        if self.cfg.pretrained:  # the pretrained stem, also when resuming (whose weights come from the state)
+            kwargs.setdefault("small_input", False)
         self.model = create_model(self.cfg.model, num_classes=len(data.classes), in_channels=data.channels,
                                   input_size=data.size, pretrained=tuned, weights=self.cfg.weights if tuned else None,
-                                  download=self.cfg.download, **self.cfg.model_kwargs).to(self.device)
-        if self.cfg.pretrained and not load_pretrained:  # resuming: the same architecture, stem and all
-            self.model.model_kwargs.setdefault("small_input", False)
+                                  download=self.cfg.download, **kwargs).to(self.device)
         self.pretrained_info = getattr(self.model, "pretrained_info", None)
         self.body = [p for g in layer_groups(self.model)[:-1] for _, p in g]
         self.phase = "head" if self.cfg.freeze_epochs > 0 else "all"

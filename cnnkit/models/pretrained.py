@@ -278,7 +278,3 @@ def load_pretrained(model: nn.Module, name: str, *, pretrained: bool | str = Tru
             info["categories"] = list(chosen.meta["categories"])
     return info
 
-
-def gray_stats(mean, std) -> tuple[list[float], list[float]]:
-    """The 1-channel mean/std for RGB-summed first filters: the averages of the RGB values (timm's choice)."""
-    return [round(sum(mean) / len(mean), 6)], [round(sum(std) / len(std), 6)]
