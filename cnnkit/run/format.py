@@ -206,7 +206,7 @@ def check_meta(meta, path) -> None:
     if key not in meta:
         bad(key, "is missing")
     Preprocess.from_dict(meta[key], where=f"{path}: field '{key}'")
-    for name, kind in (("data", dict), ("train", dict), ("metrics", dict)):
+    for name, kind in (("data", dict), ("train", dict), ("metrics", dict), ("pretrained", dict)):
         if name in meta and not isinstance(meta[name], kind):
             bad(name, "must be an object")
 
