@@ -97,6 +97,19 @@ def find_file(fname: str) -> tuple[Path, str] | None:
     return None
 
 
+def availability() -> dict[str, list[dict]]:
+    """For each model with weights: each of torchvision's weights, its file and where it is on this machine
+    (None: not here)."""
+    out = {}
+    for name in sorted(PRETRAINED):
+        rows = []
+        for w in weight_choices(name):
+            hit = find_file(file_name(w))
+            rows.append({"weights": str(w), "file": file_name(w), "path": str(hit[0]) if hit else None})
+        out[name] = rows
+    return out
+
+
 def _missing_message(name: str, choices: list) -> str:
     files = " or ".join(f"{file_name(w)} ({w})" for w in choices)
     return (f"no ImageNet weights for {name} on this machine: put {files} in {hub_dir()}, give the file with "
