@@ -10,12 +10,14 @@ from cnnkit.errors import InputSizeError, UnknownNameError
 SIZES = [(1, 28, 28), (3, 32, 32), (3, 224, 224)]
 TORCHVISION = {"alexnet": tvm.alexnet, "vgg16": tvm.vgg16, "resnet18": tvm.resnet18, "resnet50": tvm.resnet50,
                "googlenet": lambda: tvm.googlenet(aux_logits=False, init_weights=True),
-               "efficientnet_b0": tvm.efficientnet_b0}
+               "efficientnet_b0": tvm.efficientnet_b0, "mobilenet_v2": tvm.mobilenet_v2,
+               "convnext_tiny": tvm.convnext_tiny}
 
 
 def test_registry_has_the_lesson_models():
     assert set(list_models()) == {"simplecnn", "simplecnn_bn", "lenet5", "alexnet", "vgg16", "resnet18",
-                                  "resnet50", "googlenet", "efficientnet_b0", "fastcnn"}
+                                  "resnet50", "googlenet", "efficientnet_b0", "fastcnn", "mobilenet_v2",
+                                  "convnext_tiny"}
 
 
 def test_lazy_models_are_exactly_what_their_module_registers():
@@ -60,7 +62,8 @@ def test_forward_backward(name, shape):
 @pytest.mark.parametrize("name,classes,expected", [
     ("simplecnn", 10, 545_098), ("simplecnn_bn", 2, 102_082), ("lenet5", 10, 61_706),
     ("resnet50", 1000, 25_557_032), ("resnet18", 1000, 11_689_512), ("vgg16", 1000, 138_357_544),
-    ("alexnet", 1000, 61_100_840), ("efficientnet_b0", 1000, 5_288_548),
+    ("alexnet", 1000, 61_100_840), ("efficientnet_b0", 1000, 5_288_548), ("mobilenet_v2", 1000, 3_504_872),
+    ("convnext_tiny", 1000, 28_589_128),
 ])
 def test_parameter_counts(name, classes, expected):
     in_ch = 1 if name == "lenet5" else 3
