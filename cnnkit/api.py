@@ -131,9 +131,12 @@ def _pretrained_input(cfg: TrainConfig) -> tuple[dict, int | None]:
     if not (cfg.pretrained or cfg.weights):
         return {}, None
     from .engine.config import PRETRAINED_MIN_SIDE, PRETRAINED_MODEL
-    from .models.pretrained import weight_choices
+    from .models.pretrained import PRETRAINED, weight_choices
 
-    t = weight_choices(cfg.model or PRETRAINED_MODEL)[0].transforms()  # every torchvision ImageNet weight: same stats
+    model = cfg.model or PRETRAINED_MODEL
+    if model not in PRETRAINED and cfg.weights:  # a file for a model torchvision has no weights for: the data's
+        return {}, None
+    t = weight_choices(model)[0].transforms()  # every torchvision ImageNet weight: same stats
     return {"mean": list(t.mean), "std": list(t.std)}, PRETRAINED_MIN_SIDE
 
 

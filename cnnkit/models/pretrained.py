@@ -199,6 +199,10 @@ def fit_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, source: str
     key = f"{first}.weight"
     if first is not None and key in sd and sd[key].dim() == 4 and sd[key].shape[1] != own[key].shape[1] \
             and sd[key].shape[0] == own[key].shape[0] and sd[key].shape[2:] == own[key].shape[2:]:
+        if sd[key].shape[1] != 3:
+            raise CnnkitError(f"{source} does not fit {name}: its first convolution '{key}' takes "
+                              f"{sd[key].shape[1]} channel(s), the model {own[key].shape[1]}; only RGB filters are "
+                              "adapted to another number of channels")
         sd = {**sd, key: adapt_first_conv(sd[key], own[key].shape[1])}
         how = "summed over RGB" if own[key].shape[1] == 1 else "repeated from RGB and scaled"
         notes.append(f"first convolution {first}: the pretrained filters {how} for "
@@ -216,10 +220,10 @@ def fit_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, source: str
     missing = [k for k in own if k not in sd and not optional(k)]
     if unexpected:
         raise CnnkitError(f"{source} does not fit {name}: its tensor '{unexpected[0]}' is not in the model "
-                          f"({len(unexpected)} such); is it a {name} weight file?")
+                          f"({len(unexpected)} such); is it a {name} weight file? (--model picks the architecture)")
     if missing:
         raise CnnkitError(f"{source} does not fit {name}: it lacks the model's tensor '{missing[0]}' "
-                          f"({len(missing)} missing); is it a {name} weight file?")
+                          f"({len(missing)} missing); is it a {name} weight file? (--model picks the architecture)")
     for k, v in sd.items():
         if v.shape != own[k].shape:
             raise CnnkitError(f"{source} does not fit {name}: tensor '{k}' is {_shape(v)} in the file but "
@@ -239,7 +243,8 @@ def load_pretrained(model: nn.Module, name: str, *, pretrained: bool | str = Tru
     weights whose file is here; a string names one (`'IMAGENET1K_V1'`). `weights` is a file to load instead,
     or such a name.
     """
-    choices = weight_choices(name)
+    # a weight file can start any model (a cnnkit run's model.safetensors too); torchvision's names need theirs
+    choices = weight_choices(name) if name in PRETRAINED or weights is None else []
     if weights is not None and not Path(weights).exists() and str(weights) in (w.name for w in choices):
         pretrained, weights = str(weights), None  # a torchvision weights name, not a file
     if isinstance(pretrained, str) and pretrained not in (w.name for w in choices):
@@ -280,10 +285,11 @@ def load_pretrained(model: nn.Module, name: str, *, pretrained: bool | str = Tru
     notes = fit_state_dict(model, sd, source=str(path), name=name)
     info: dict = {"weights": str(chosen) if chosen else None, "file": path.name, "sha256": digest, "found": found,
                   "adapted": notes}
-    ref = chosen or choices[0]  # a file of unknown origin is taken to be preprocessed as torchvision's
-    t = ref.transforms()
-    info.update(resize=int(t.resize_size[0]), crop=int(t.crop_size[0]), mean=[float(v) for v in t.mean],
-                std=[float(v) for v in t.std])
+    ref = chosen or (choices[0] if choices else None)  # a file of unknown origin: preprocessed as torchvision's
+    if ref is not None:
+        t = ref.transforms()
+        info.update(resize=int(t.resize_size[0]), crop=int(t.crop_size[0]), mean=[float(v) for v in t.mean],
+                    std=[float(v) for v in t.std])
     if chosen is not None:
         acc = chosen.meta.get("_metrics", {}).get("ImageNet-1K", {})
         info["imagenet_top1"] = acc.get("acc@1")

@@ -81,6 +81,9 @@ class Predictor:
 
         model = create_model(name, pretrained=pretrained, weights=weights, download=download)
         info = model.pretrained_info
+        if "crop" not in info:
+            raise CnnkitError(f"{weights}: a {name} weight file of unknown preprocessing and classes; predict with "
+                              "the run directory it came from instead")
         side = info["crop"]
         prep = Preprocess(3, (side, side), info["mean"], info["std"], crop=side / info["resize"])
         n = model.get_classifier().out_features
