@@ -174,7 +174,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     """RGB filters (out, 3, k, k) for `in_channels` inputs, as timm's `adapt_input_conv`: 1 channel gets their
     sum (gray x through the summed filter = RGB filters on x repeated three times); N channels get the RGB
-    filters repeated and scaled by 3/N, so the response to a constant image keeps its size."""
+    filters repeated and scaled by 3/N, so the response to a constant image keeps its size (exactly when N
+    is a multiple of 3)."""
     if weight.shape[1] == in_channels:
         return weight
     if weight.shape[1] != 3:
