@@ -37,6 +37,21 @@ def _conv_like(conv: nn.Conv2d, in_channels: int, **override) -> nn.Conv2d:
     return nn.Conv2d(in_channels, conv.out_channels, **kw)
 
 
+def _unstride(block: nn.Module) -> None:
+    """The stride-2 convolutions of `block` run at stride 1 (the kernel, so a pretrained weight, is unchanged)."""
+    for conv in block.modules():
+        if isinstance(conv, nn.Conv2d) and conv.stride == (2, 2):
+            conv.stride = (1, 1)
+
+
+def _new_stem_conv(m: nn.Module, in_channels: int) -> nn.Conv2d:
+    """`features[0][0]` (the stem convolution of EfficientNet, MobileNetV2, ConvNeXt), rebuilt for
+    `in_channels` inputs when they are not 3; returned either way."""
+    if in_channels != 3:
+        m.features[0][0] = _conv_like(m.features[0][0], in_channels)
+    return m.features[0][0]
+
+
 class _FeaturesPoolClassifier(CnnkitModel):
     """torchvision's `features` → `avgpool` → flatten → `classifier` layout (AlexNet, VGG, EfficientNet)."""
 
@@ -174,15 +189,11 @@ def efficientnet_b0(*, num_classes: int = 1000, in_channels: int = 3, input_size
     """EfficientNet-B0 (Tan & Le 2019). Small stem: the stem and the first stride-2 stage run at stride 1
     (overall stride 8 instead of 32)."""
     m = _adopt(tvm.efficientnet_b0(num_classes=num_classes), EfficientNet)
-    stem = m.features[0][0]
-    if in_channels != 3:
-        m.features[0][0] = stem = _conv_like(stem, in_channels)
+    stem = _new_stem_conv(m, in_channels)
     small = wants_small_stem(input_size, small_input)
     if small:
         stem.stride = (1, 1)
-        for conv in m.features[2][0].modules():  # the depthwise conv that carries stage 2's stride
-            if isinstance(conv, nn.Conv2d) and conv.stride == (2, 2):
-                conv.stride = (1, 1)
+        _unstride(m.features[2][0])  # the depthwise conv that carries stage 2's stride
     m.in_channels, m.small_input, m.min_input_size = in_channels, small, 1
     return m
 
@@ -201,21 +212,13 @@ class MobileNetV2(CnnkitModel, tvm.MobileNetV2):
         return self.classifier(torch.flatten(x, 1))
 
 
-def _unstride(block: nn.Module) -> None:
-    """The stride-2 convolutions of `block` run at stride 1 (the kernel, so a pretrained weight, is unchanged)."""
-    for conv in block.modules():
-        if isinstance(conv, nn.Conv2d) and conv.stride == (2, 2):
-            conv.stride = (1, 1)
-
-
 @register_model
 def mobilenet_v2(*, num_classes: int = 1000, in_channels: int = 3, input_size: Sequence[int] | None = None,
                  small_input: bool | None = None, dropout: float = 0.2) -> MobileNetV2:
     """MobileNetV2 (Sandler et al. 2018): inverted residuals with linear bottlenecks, 3,504,872 parameters at
     1000 classes. Small stem: the stem and the first stride-2 block run at stride 1 (overall stride 8)."""
     m = _adopt(tvm.mobilenet_v2(num_classes=num_classes, dropout=dropout), MobileNetV2)
-    if in_channels != 3:
-        m.features[0][0] = _conv_like(m.features[0][0], in_channels)
+    _new_stem_conv(m, in_channels)
     small = wants_small_stem(input_size, small_input)
     if small:
         _unstride(m.features[0])
@@ -243,9 +246,7 @@ def convnext_tiny(*, num_classes: int = 1000, in_channels: int = 3, input_size: 
     design choices (4×4 patchify stem, 7×7 depthwise convolutions, LayerNorm, GELU, inverted bottlenecks).
     Small stem: the 4×4 patchify convolution runs at stride 1 instead of 4 (overall stride 8)."""
     m = _adopt(tvm.convnext_tiny(num_classes=num_classes), ConvNeXt)
-    stem = m.features[0][0]
-    if in_channels != 3:
-        m.features[0][0] = stem = _conv_like(stem, in_channels)
+    stem = _new_stem_conv(m, in_channels)
     small = wants_small_stem(input_size, small_input)
     if small:
         stem.stride = (1, 1)

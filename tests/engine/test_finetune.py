@@ -9,12 +9,13 @@ import torch
 
 import cnnkit
 from cnnkit.data import load_data
-from cnnkit.engine import Callback, TrainConfig, Trainer
+from cnnkit.engine import TrainConfig, Trainer
 from cnnkit.engine.trainer import layer_groups
 from cnnkit.errors import CnnkitError
 from cnnkit.models import create_model
 from cnnkit.run import Predictor
 from cnnkit.run import format as ckpt
+from test_training import StopAfter  # a run killed right after epoch k's checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -78,17 +79,6 @@ def test_discriminative_learning_rates_rise_geometrically_to_the_head(digits32, 
     # in the frozen epoch the body's convolutions have no gradient (its BatchNorm does: --bn train)
     assert all(p.requires_grad == (p.ndim == 1) for _, p in groups[0])
     assert all(p.requires_grad for _, p in groups[-1])
-
-
-class StopAfter(Callback):
-    order = 20
-
-    def __init__(self, k):
-        self.k = k
-
-    def after_epoch(self):
-        if self.trainer.epoch == self.k:
-            raise KeyboardInterrupt
 
 
 def test_resume_across_the_unfreeze_gives_the_same_weights(tmp_path):
