@@ -12,7 +12,7 @@ split: the pretrained network at 64, 96 and 128 pixels (lr 1e-3; 3e-3 too at 64,
 each configuration once per seed and evaluates its best-by-validation checkpoint on t10k:
 
   pretrained    mobilenet_v2 --pretrained, cnnkit's fine-tuning defaults (1 frozen epoch, lr/10 at the stem)
-  scratch       mobilenet_v2 from random weights, same size, epochs and lr
+  scratch       mobilenet_v2 from random weights, same size and epochs, cnnkit's from-scratch lr (3e-3)
   linear probe  mobilenet_v2 --pretrained --freeze-epochs = --epochs (only the new head learns)
   small         the small network that won on validation, from scratch at 28 px with cnnkit's defaults
 
@@ -165,7 +165,7 @@ def main() -> int:
     small = sel["small_winner"]
     configs = {
         "pretrained (fine-tune)": dict(pretrained=True, img_size=size, lr=lr, epochs=epochs),
-        "scratch (same network)": dict(model="mobilenet_v2", img_size=size, lr=lr, epochs=epochs),
+        "scratch (same network)": dict(model="mobilenet_v2", img_size=size, epochs=epochs),
         "linear probe": dict(pretrained=True, img_size=size, lr=lr, epochs=epochs, freeze_epochs=epochs),
         f"{small} (scratch, 28 px)": dict(model=small),
     }
