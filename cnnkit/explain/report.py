@@ -154,6 +154,14 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     keys = ("epochs", "batch_size", "optimizer", "lr", "scheduler", "augment", "weight_decay", "label_smoothing",
             "seed")
     settings = ", ".join(f"{k} {train[k]}" for k in keys if k in train)
+    pre = meta.get("pretrained")
+    if isinstance(pre, dict):  # where the weights came from and what was adapted
+        mult = train.get("lr_mult")
+        mult = f"{mult:g}" if isinstance(mult, (int, float)) else "?"
+        settings += (f". Fine-tuned from {pre.get('weights') or pre.get('file')} (ImageNet top-1 "
+                     f"{pre.get('imagenet_top1', '?')}%): {train.get('freeze_epochs', '?')} epoch(s) head only, then "
+                     f"every layer at lr/{mult} to lr, BatchNorm {train.get('bn', '?')}"
+                     + "".join(f"; {n}" for n in pre.get("adapted", [])))
     parts.append(f'<p class="note">{html.escape(settings)}</p></section>')
 
     # --- model summary
