@@ -124,6 +124,7 @@ def test_a_pretrained_run_records_its_weights_and_needs_no_weight_file_afterward
     (dict(pretrained=True, lr_mult=0.5), "--lr-mult must be at least 1"),
     (dict(pretrained=True, bn="frozn"), "did you mean 'frozen'"),
     (dict(pretrained=True, model="simplecnn"), "simplecnn has no pretrained weights; models with ImageNet weights"),
+    (dict(weights="no/such/file.pth"), "--weights no/such/file.pth: no such file"),
 ])
 def test_bad_fine_tuning_options_are_one_clear_line(tmp_path, options, message):
     with pytest.raises(CnnkitError, match=message.replace("(", r"\(")):
