@@ -55,6 +55,11 @@ class RF:
         return RF(tuple(map(min, self.left, other.left)), tuple(map(max, self.right, other.right)), self.jump)
 
 
+_SPATIAL_OPS = ("conv2d", "max_pool2d", "avg_pool2d", "_max_pool2d", "max_pool2d_with_indices",
+                "adaptive_avg_pool2d", "adaptive_max_pool2d", "_adaptive_max_pool2d",
+                "adaptive_max_pool2d_with_indices", "pad")
+
+
 def _pair(v: Any) -> tuple[int, int]:
     if isinstance(v, (list, tuple)):
         return (int(v[0]), int(v[-1]))
@@ -81,12 +86,14 @@ class ReceptiveFieldMode(TorchFunctionMode):
 
     def __init__(self, x: torch.Tensor):
         super().__init__()
+        # per tracked tensor: its RF and its spatial size (H, W), wherever the layout puts them (NCHW, or
+        # NHWC inside a ConvNeXt block)
         self._rf: dict[int, tuple[RF, tuple[int, ...]]] = {}
         self._alive: list[torch.Tensor] = []  # keeps ids unique while the pass runs
-        self._set(x, RF((0.0, 0.0), (0.0, 0.0), (1.0, 1.0)))
+        self._set(x, RF((0.0, 0.0), (0.0, 0.0), (1.0, 1.0)), tuple(x.shape[-2:]))
 
-    def _set(self, t: torch.Tensor, rf: RF) -> None:
-        self._rf[id(t)] = (rf, tuple(t.shape))
+    def _set(self, t: torch.Tensor, rf: RF, hw: tuple[int, ...]) -> None:
+        self._rf[id(t)] = (rf, hw)
         self._alive.append(t)
 
     def rf_of(self, t: Any) -> RF | None:
@@ -110,18 +117,25 @@ class ReceptiveFieldMode(TorchFunctionMode):
         # Union of all tracked inputs; the geometry comes from the one with the largest spatial map.
         # A 1×1 map broadcast over a larger one (a squeeze-excitation gate) is a per-channel scale, not a
         # spatial path: it is left out, or every unit after the first SE block would "see" the whole image.
-        area = lambda shape: math.prod(shape[-2:]) if len(shape) == 4 else 0  # noqa: E731
-        rf, shape = max(inputs, key=lambda e: area(e[1]))
-        for other, other_shape in inputs:
-            if area(other_shape) == area(shape):
+        area = lambda hw: math.prod(hw) if len(hw) == 2 else 0  # noqa: E731
+        rf, hw = max(inputs, key=lambda e: area(e[1]))
+        for other, other_hw in inputs:
+            if area(other_hw) == area(hw):
                 rf = rf.union(other)
-        rf = self._apply(func, args, kwargs, rf, shape, outs[0])
-        for o in outs:
-            self._set(o, rf)
+        o = outs[0]
+        spatial_op = getattr(func, "__name__", "") in _SPATIAL_OPS
+        if not spatial_op and len(hw) == 2 and o.dim() == 4 and hw in (tuple(o.shape[-2:]), tuple(o.shape[1:3])):
+            out_hw = hw  # the same positions, perhaps in another layout (a permute, a channels-last linear)
+        else:
+            rf = self._apply(func, args, kwargs, rf, hw, o)
+            out_hw = tuple(o.shape[-2:]) if o.dim() == 4 else ()
+        for t in outs:
+            self._set(t, rf, out_hw)
         return out
 
     @staticmethod
-    def _apply(func, args, kwargs, rf: RF, in_shape, out: torch.Tensor) -> RF:
+    def _apply(func, args, kwargs, rf: RF, hw, out: torch.Tensor) -> RF:
+        """`hw`: the spatial size of the input map (empty when the input has none)."""
         name = getattr(func, "__name__", "")
         if name in ("conv2d",):
             w = _arg(args, kwargs, 1, "weight")
@@ -140,17 +154,17 @@ class ReceptiveFieldMode(TorchFunctionMode):
             d = _pair(_arg(args, kwargs, 4, "dilation", 1)) if "max" in name else (1, 1)
             return rf.window(k, s, p, d)
         if name in ("adaptive_avg_pool2d", "adaptive_max_pool2d", "_adaptive_max_pool2d",
-                    "adaptive_max_pool2d_with_indices") and len(in_shape) == 4:
-            ins, outs = in_shape[-2:], out.shape[-2:]
+                    "adaptive_max_pool2d_with_indices") and len(hw) == 2:
+            ins, outs = hw, out.shape[-2:]
             k = tuple(math.ceil(i / o) for i, o in zip(ins, outs))
             return rf.window(k, tuple(i / o for i, o in zip(ins, outs)), (0, 0), (1, 1))
-        if name == "pad" and len(in_shape) == 4:
+        if name == "pad" and len(hw) == 2:
             pad = list(_arg(args, kwargs, 1, "pad")) + [0, 0, 0, 0]
             return RF((rf.left[0] - pad[2] * rf.jump[0], rf.left[1] - pad[0] * rf.jump[1]),
                       (rf.right[0] - pad[2] * rf.jump[0], rf.right[1] - pad[0] * rf.jump[1]), rf.jump)
-        if len(in_shape) == 4 and (out.dim() != 4 or tuple(out.shape[-2:]) != tuple(in_shape[-2:])):
+        if len(hw) == 2 and (out.dim() != 4 or tuple(out.shape[-2:]) != tuple(hw)):
             # flatten, view, global mean...: every position of the input map is seen
-            return rf.window(tuple(in_shape[-2:]), tuple(in_shape[-2:]), (0, 0), (1, 1))
+            return rf.window(tuple(hw), tuple(hw), (0, 0), (1, 1))
         return rf  # element-wise: ReLU, BatchNorm, add, concat along channels, dropout...
 
 

@@ -39,9 +39,13 @@ def test_resnet50_totals():
 
 @pytest.mark.parametrize("name,layer,expected", [
     ("alexnet", "features.12", 195), ("vgg16", "features.30", 212), ("resnet50", "layer4", 427),
+    ("convnext_tiny", "features.1", 76), ("convnext_tiny", "features.2", 80),
 ])
 def test_published_receptive_fields(name, layer, expected):
-    """Araujo et al., Distill 2019, and torchvision's ResNet-50 (v1.5) last stage."""
+    """Araujo et al., Distill 2019, and torchvision's ResNet-50 (v1.5) last stage. ConvNeXt-T by hand: the 4×4
+    stride-4 stem, then three blocks whose 7×7 depthwise convolutions add 6×4 pixels each (4 + 72 = 76; the
+    2×2 stride-2 downsampling adds 4); its blocks run channels-last (permute, LayerNorm, Linear), which the
+    tracker must follow without losing the positions."""
     assert receptive_field(create_model(name), (3, 224, 224), layer).size == (expected, expected)
 
 
