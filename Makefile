@@ -48,6 +48,8 @@ bench: $(BENCH)
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/infer_speed.py
 	$(BIN)/python bench/data_scale.py
+	$(BIN)/python bench/finetune.py --select
+	$(BIN)/python bench/finetune.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -138,9 +138,24 @@ def select(dirs: dict[int, Path], work: Path) -> dict:
             "small": small, "small_winner": max(small, key=lambda m: small[m]["val_acc"])}
 
 
+def refine(dirs: dict[int, Path], work: Path, sel: dict) -> dict:
+    """Validation only, at the winning size and lr: the fine-tuning defaults worth questioning (30 epochs,
+    cnnkit's default for 200 images, and fastai's lr_mult of 100) against the 15-epoch, lr_mult-10 winner."""
+    size, lr = sel["winner"]["img_size"], sel["winner"]["lr"]
+    base = sel["grid"][f"{size}px lr {lr:g}"]["val_acc"]
+    out = {"base (15 epochs, lr_mult 10)": base}
+    for name, opts in (("30 epochs", dict(epochs=30)), ("lr_mult 100", dict(epochs=15, lr_mult=100))):
+        tag = name.replace(" ", "")
+        rows = [run(dirs[s], work, f"ref-{tag}-s{s}", test=False, pretrained=True, img_size=size, lr=lr, seed=s,
+                    **opts) for s in SEEDS]
+        out[name] = mean(rows, "val_acc")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--select", action="store_true", help="the validation sweep only")
+    ap.add_argument("--refine", action="store_true", help="after --select: two fine-tuning defaults, on validation")
     ap.add_argument("--workdir", default="/tmp/cnnkit-finetune")
     args = ap.parse_args()
     work = Path(args.workdir)
@@ -157,6 +172,12 @@ def main() -> int:
         print(f"wrote {path}")
         return 0
     sel_path = RESULTS / "finetune_select.json"
+    if args.refine:
+        saved = json.loads(sel_path.read_text())
+        saved["refine"] = refine(dirs, work, saved["selection"])
+        path = write_results("finetune_select", {k: v for k, v in saved.items() if k != "machine"})
+        print(json.dumps(saved["refine"], indent=1) + f"\nwrote {path}")
+        return 0
     if not sel_path.is_file():
         print("run python bench/finetune.py --select first (the settings are chosen on validation)", file=sys.stderr)
         return 1

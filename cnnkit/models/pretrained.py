@@ -276,9 +276,8 @@ def load_pretrained(model: nn.Module, name: str, *, pretrained: bool | str = Tru
         try:
             sd = chosen.get_state_dict(progress=True, check_hash=True)  # torchvision's own download
         except (OSError, RuntimeError) as e:
-            raise CnnkitError(f"could not download {chosen.url} ({str(e).splitlines()[0][:160]}); "
-                              + _missing_message(name, [chosen]).replace("no ImageNet weights", "or put the file")
-                              .split(": ", 1)[-1]) from None
+            raise CnnkitError(f"could not download {chosen.url} ({str(e).splitlines()[0][:160]}); put "
+                              f"{file_name(chosen)} in {hub_dir()} by hand, or give it with --weights FILE") from None
         path = hub_dir() / file_name(chosen)
         found, digest = f"downloaded to {path.parent}", sha256(path) if path.is_file() else None
     else:
