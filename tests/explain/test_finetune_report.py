@@ -48,7 +48,6 @@ def test_the_probe_keeps_the_imagenet_body_and_fine_tuning_changes_it(report):
     assert torch.equal(probe[key], pretrained[key])
     assert not torch.equal(tuned[key], pretrained[key])
     assert not torch.allclose(scratch[key], pretrained[key], atol=1e-2)
-    assert not torch.equal(probe["classifier.1.weight"], tuned["classifier.1.weight"])
 
 
 @pytest.mark.parametrize("argv, message", [
