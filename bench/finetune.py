@@ -13,7 +13,6 @@ each configuration once per seed and evaluates its best-by-validation checkpoint
 
   pretrained    mobilenet_v2 --pretrained, cnnkit's fine-tuning defaults (1 frozen epoch, lr/10 at the stem)
   scratch       mobilenet_v2 from random weights, same size and epochs, cnnkit's from-scratch lr (3e-3)
-  linear probe  mobilenet_v2 --pretrained --freeze-epochs = --epochs (only the new head learns)
   small         the small network that won on validation, from scratch at 28 px with cnnkit's defaults
 
     python bench/finetune.py --select     # validation sweep (~15 min on 2 cores); writes finetune_select.json
@@ -191,7 +190,6 @@ def main() -> int:
     configs = {
         "pretrained (fine-tune)": dict(pretrained=True, img_size=size, lr=lr, epochs=epochs),
         "scratch (same network)": dict(model="mobilenet_v2", img_size=size, epochs=epochs),
-        "linear probe": dict(pretrained=True, img_size=size, lr=lr, epochs=epochs, freeze_epochs=epochs),
         f"{small} (scratch, 28 px)": dict(model=small),
     }
     refined = json.loads(sel_path.read_text()).get("refine", {})
