@@ -63,6 +63,11 @@ def train(data: str = "digits", *, quiet: bool = False, log_stream=None, callbac
     if cfg.weights and not Path(cfg.weights).is_file() and not cfg.weights.replace("_", "").isalnum():
         raise CnnkitError(f"--weights {cfg.weights}: no such file (give a .pth or .safetensors file, or a "
                           "torchvision weights name such as IMAGENET1K_V1)")
+    if cfg.pretrained or cfg.weights:  # the weight file is here (or may be downloaded): before the data is read
+        from .engine.config import PRETRAINED_MODEL
+        from .models.pretrained import locate
+
+        locate(cfg.model or PRETRAINED_MODEL, weights=cfg.weights, download=cfg.download)
     if cfg.out:
         fmt.check_unused(cfg.out)  # before the data is read: fail fast
     return _fit(cfg, None, None, quiet=quiet, log_stream=log_stream, callbacks=callbacks, start=start)

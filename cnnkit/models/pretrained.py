@@ -235,15 +235,10 @@ def fit_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, source: str
     return notes
 
 
-# --- the whole path ---------------------------------------------------------------------------------------
-def load_pretrained(model: nn.Module, name: str, *, pretrained: bool | str = True, weights: str | Path | None = None,
-                    download: bool = False) -> dict:
-    """Load ImageNet weights into `model` (built by `create_model(name, …)`); return their metadata.
-
-    `pretrained` True picks torchvision's DEFAULT weights if their file is here, else another of the model's
-    weights whose file is here; a string names one (`'IMAGENET1K_V1'`). `weights` is a file to load instead,
-    or such a name.
-    """
+def locate(name: str, *, pretrained: bool | str = True, weights: str | Path | None = None,
+           download: bool = False) -> tuple[list, Any, Path | None, str | None]:
+    """Which weights and which file, without reading it: (choices, chosen weights or None, path or None,
+    where found). No file and no `download`: the error that says which file to put where."""
     # a weight file can start any model (a cnnkit run's model.safetensors too); torchvision's names need theirs
     choices = weight_choices(name) if name in PRETRAINED or weights is None else []
     if weights is not None and not Path(weights).exists() and str(weights) in (w.name for w in choices):
@@ -265,6 +260,21 @@ def load_pretrained(model: nn.Module, name: str, *, pretrained: bool | str = Tru
             if hit:
                 chosen, (path, found) = w, hit
                 break
+    if path is None and not download:
+        raise CnnkitError(_missing_message(name, choices))
+    return choices, chosen, path, found
+
+
+# --- the whole path ---------------------------------------------------------------------------------------
+def load_pretrained(model: nn.Module, name: str, *, pretrained: bool | str = True, weights: str | Path | None = None,
+                    download: bool = False) -> dict:
+    """Load ImageNet weights into `model` (built by `create_model(name, …)`); return their metadata.
+
+    `pretrained` True picks torchvision's DEFAULT weights if their file is here, else another of the model's
+    weights whose file is here; a string names one (`'IMAGENET1K_V1'`). `weights` is a file to load instead,
+    or such a name.
+    """
+    choices, chosen, path, found = locate(name, pretrained=pretrained, weights=weights, download=download)
     digest = None
     if path is not None:
         digest = sha256(path)
@@ -280,8 +290,6 @@ def load_pretrained(model: nn.Module, name: str, *, pretrained: bool | str = Tru
                               f"{file_name(chosen)} in {hub_dir()} by hand, or give it with --weights FILE") from None
         path = hub_dir() / file_name(chosen)
         found, digest = f"downloaded to {path.parent}", sha256(path) if path.is_file() else None
-    else:
-        raise CnnkitError(_missing_message(name, choices))
     notes = fit_state_dict(model, sd, source=str(path), name=name)
     info: dict = {"weights": str(chosen) if chosen else None, "file": path.name, "sha256": digest, "found": found,
                   "adapted": notes}

@@ -125,8 +125,11 @@ def test_a_pretrained_run_records_its_weights_and_needs_no_weight_file_afterward
     (dict(pretrained=True, bn="frozn"), "did you mean 'frozen'"),
     (dict(pretrained=True, model="simplecnn"), "simplecnn has no pretrained weights; models with ImageNet weights"),
     (dict(weights="no/such/file.pth"), "--weights no/such/file.pth: no such file"),
+    (dict(pretrained=True, model="resnet18"), "no ImageNet weights for resnet18 on this machine: put "
+                                              "resnet18-f37072fd.pth"),
 ])
-def test_bad_fine_tuning_options_are_one_clear_line(tmp_path, options, message):
+def test_bad_fine_tuning_options_are_one_clear_line(tmp_path, monkeypatch, options, message):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))  # no resnet18 file, whatever this machine has
     with pytest.raises(CnnkitError, match=message.replace("(", r"\(")):
         cnnkit.train("digits", out=str(tmp_path / "run"), quiet=True, report=False, **options)
     assert not (tmp_path / "run").exists()
