@@ -32,17 +32,17 @@ class TrainingDiverged(CnnkitError):
 
 
 def layer_groups(model: nn.Module) -> list[list[tuple[str, nn.Parameter]]]:
-    """The parameters in forward order, cut after each of the model's stages (`stage_names`): group 0 is the
-    stem and first stage (edges), the last group the head (the classifier and anything after the last stage)."""
-    named = list(model.named_parameters())
-    ends = []
-    for stage in getattr(model, "stage_names", ()):
-        idx = [i for i, (n, _) in enumerate(named) if n.startswith(stage + ".")]
-        if idx:
-            ends.append(max(idx))
+    """The parameters in forward order, cut after each of the model's stages (`stage_names`, which may be
+    parameter-free modules such as simplecnn's pools): group 0 is the stem and first stage (edges), the last
+    group the head (the classifier and anything after the last stage)."""
+    mods = [n for n, _ in model.named_modules()]  # pre-order: registration order, which is forward order here
+    pos = {n: i for i, n in enumerate(mods)}
+    ends = sorted(max(i for i, n in enumerate(mods) if n == s or n.startswith(s + "."))
+                  for s in getattr(model, "stage_names", ()) if s in pos)
     groups: list[list] = [[] for _ in range(len(ends) + 1)]
-    for i, item in enumerate(named):
-        groups[sum(1 for e in ends if e < i)].append(item)
+    for name, p in model.named_parameters():
+        owner = pos[name.rpartition(".")[0]]
+        groups[sum(1 for e in ends if e < owner)].append((name, p))
     return [g for g in groups if g]
 
 
