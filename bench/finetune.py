@@ -143,12 +143,13 @@ def select(dirs: dict[int, Path], work: Path) -> dict:
 
 def refine(dirs: dict[int, Path], work: Path, sel: dict) -> dict:
     """Validation only, at the winning size and lr: 30 epochs (cnnkit's default for 200 images) against the
-    15 of the sweep. The main table adds a 30-epoch pretrained row when it wins here."""
+    15 of the sweep, and at 30 epochs fastai's lr_mult of 100 against 10. The main table adds the rows that
+    win here."""
     size, lr = sel["winner"]["img_size"], sel["winner"]["lr"]
     base = sel["grid"][f"{size}px lr {lr:g}"]["val_acc"]
     out = {"base (15 epochs, lr_mult 10)": base}
-    for name, opts in (("30 epochs", dict(epochs=30)),):
-        tag = name.replace(" ", "")
+    for name, tag, opts in (("30 epochs", "30epochs", dict(epochs=30, lr_mult=10)),
+                            ("30 epochs, lr_mult 100", "lrmult100-e30", dict(epochs=30, lr_mult=100))):
         rows = [run(dirs[s], work, f"ref-{tag}-s{s}", test=False, pretrained=True, img_size=size, lr=lr, seed=s,
                     **opts) for s in SEEDS]
         out[name] = mean(rows, "val_acc")
@@ -188,26 +189,33 @@ def main() -> int:
     size, lr, epochs = sel["winner"]["img_size"], sel["winner"]["lr"], sel["winner_epochs"]
     small = sel["small_winner"]
     configs = {
-        "pretrained (fine-tune)": dict(pretrained=True, img_size=size, lr=lr, epochs=epochs),
+        "pretrained (fine-tune)": dict(pretrained=True, img_size=size, lr=lr, epochs=epochs, lr_mult=10),
         "scratch (same network)": dict(model="mobilenet_v2", img_size=size, epochs=epochs),
         f"{small} (scratch, 28 px)": dict(model=small),
     }
     refined = json.loads(sel_path.read_text()).get("refine", {})
     if refined.get("30 epochs", 0) > refined.get("base (15 epochs, lr_mult 10)", 1):  # won on validation
-        configs["pretrained, 30 epochs (--refine)"] = dict(pretrained=True, img_size=size, lr=lr, epochs=30)
+        configs["pretrained, 30 epochs (--refine)"] = dict(pretrained=True, img_size=size, lr=lr, epochs=30,
+                                                           lr_mult=10)
+        if refined.get("30 epochs, lr_mult 100", 0) > refined["30 epochs"]:
+            configs["pretrained, 30 epochs, lr_mult 100 (--refine)"] = dict(pretrained=True, img_size=size, lr=lr,
+                                                                            epochs=30, lr_mult=100)
     results = {name: [] for name in configs}
     for s in SEEDS:
         for name, opts in configs.items():
             # the 30-epoch row is --refine's runs (the same settings), now evaluated on test
-            run_name = f"ref-30epochs-s{s}" if "30 epochs" in name else f"main-{name.split(' ')[0]}-s{s}"
+            run_name = (f"ref-lrmult100-e30-s{s}" if "lr_mult 100" in name else f"ref-30epochs-s{s}"
+                        if "30 epochs" in name else f"main-{name.split(' ')[0]}-s{s}")
             results[name].append(run(dirs[s], work, run_name, test=True, seed=s, **opts))
     table = []
     for name, rows in results.items():
         table.append({"config": name, **{f"seed {s}": r["test_acc"] for s, r in zip(SEEDS, rows)},
                       "mean": mean(rows, "test_acc"), "val": mean(rows, "val_acc"),
                       "train s": statistics.median(r["train_seconds"] for r in rows)})
-    pre, scratch = table[0]["mean"], table[1]["mean"]
-    goals = {"pretrained >= 0.80": pre >= 0.80, "pretrained - scratch >= 0.08": round(pre - scratch, 4) >= 0.08,
+    # the goals are judged on the pretrained row that validation prefers (cnnkit's defaults), never on test
+    best = max((r for r in table if r["config"].startswith("pretrained")), key=lambda r: r["val"])
+    pre, scratch = best["mean"], table[1]["mean"]
+    goals = {"judged on": best["config"],"pretrained >= 0.80": pre >= 0.80, "pretrained - scratch >= 0.08": round(pre - scratch, 4) >= 0.08,
              "gap": round(pre - scratch, 4)}
     path = write_results("finetune", {"settings": {"img_size": size, "lr": lr, "epochs": epochs, "per_class": PER_CLASS,
                                                    "val_per_class": VAL_PER_CLASS, "seeds": list(SEEDS),

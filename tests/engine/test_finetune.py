@@ -104,7 +104,7 @@ def test_a_pretrained_run_records_its_weights_and_needs_no_weight_file_afterward
     info = meta["pretrained"]
     assert info["weights"] == "MobileNet_V2_Weights.IMAGENET1K_V1" and info["sha256"].startswith("b0353104")
     assert meta["preprocess"]["size"] == [96, 96]  # 8×8 digits upsampled for the pretrained stem
-    assert meta["model"]["kwargs"]["small_input"] is False and meta["train"]["lr_mult"] == 10
+    assert meta["model"]["kwargs"]["small_input"] is False and meta["train"]["lr_mult"] == 100
     assert "categories" not in info  # a new 10-class head: ImageNet's names do not apply
     # the run is self-contained: with no weight file anywhere, it still loads and predicts the same
     import cnnkit.models.pretrained as pt
