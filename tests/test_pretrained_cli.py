@@ -1,6 +1,7 @@
 """`cnnkit predict|explain MODEL --pretrained` and `cnnkit models` as a user runs them: ImageNet names for a
 real photo, one clear line for every mistake."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,13 @@ def test_explain_a_pretrained_network_on_a_real_photo(capsys, tmp_path):
     sizes = [u["rf_size"][0] for u in info["receptive_fields"]]
     assert sizes == sorted(sizes) and sizes[0] < 10 and sizes[-1] >= 224
     assert (tmp_path / "gradcam.png").is_file() and (tmp_path / "feature_maps_features.18.png").is_file()
+    # Grad-CAM explains the predicted class; every file listed is written; no "untrained" note
+    assert info["gradcam"]["class"] == info["prediction"]["class"] and "note" not in info
+    maps = [f"feature_maps_{s}.png" for s in info["feature_maps"]]
+    assert sorted(Path(f).name for f in info["files"]) == sorted(["gradcam.png", "receptive_fields.png",
+                                                                   "filters.png", *maps])
+    assert all(Path(f).is_file() and Path(f).stat().st_size > 1000 for f in info["files"])
+    assert info["filters"]["layer"] == "features.0.0" and info["filters"]["shape"][:2] == [32, 3]
 
 
 @pytest.mark.parametrize("argv, message", [

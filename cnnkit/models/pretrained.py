@@ -284,8 +284,9 @@ def load_pretrained(model: nn.Module, name: str, *, pretrained: bool | str = Tru
     elif download:
         chosen = choices[0]
         try:
-            sd = chosen.get_state_dict(progress=True, check_hash=True)  # torchvision's own download
-        except (OSError, RuntimeError) as e:
+            # torchvision's own download, hash checked, and read as tensors only like every other file
+            sd = chosen.get_state_dict(progress=True, check_hash=True, weights_only=True)
+        except (OSError, RuntimeError, pickle.UnpicklingError) as e:
             raise CnnkitError(f"could not download {chosen.url} ({str(e).splitlines()[0][:160]}); put "
                               f"{file_name(chosen)} in {hub_dir()} by hand, or give it with --weights FILE") from None
         path = hub_dir() / file_name(chosen)

