@@ -86,8 +86,8 @@ class Predictor:
                               "the run directory it came from instead")
         head = next((n for n in info["adapted"] if n.startswith("head ")), None)
         if head:  # a file fine-tuned for other classes: a random 1000-class head would predict noise
-            raise CnnkitError(f"{weights}: its head is not ImageNet's ({head.split(': ', 1)[-1].split(';')[0]}); "
-                              "predict with the run directory it came from, which knows its classes")
+            raise CnnkitError(f"{weights}: its head was trained for other classes than ImageNet's 1000, which "
+                              "this file does not name; predict with the run directory it came from")
         side = info["crop"]
         prep = Preprocess(3, (side, side), info["mean"], info["std"], crop=side / info["resize"])
         n = model.get_classifier().out_features
