@@ -68,6 +68,14 @@ def train(data: str = "digits", *, quiet: bool = False, log_stream=None, callbac
         from .models.pretrained import locate
 
         locate(cfg.model or PRETRAINED_MODEL, weights=cfg.weights, download=cfg.download)
+    if cfg.operating_point:
+        from .decision import parse_rule
+
+        parse_rule(cfg.operating_point)  # a malformed rule: before the data is read
+    if cfg.window is not None:
+        from .data.dicom import parse_window
+
+        parse_window(cfg.window)
     if cfg.out:
         fmt.check_unused(cfg.out)  # before the data is read: fail fast
     return _fit(cfg, None, None, quiet=quiet, log_stream=log_stream, callbacks=callbacks, start=start)
@@ -106,7 +114,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: b
         stats, min_size = _pretrained_input(cfg)
         ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
                        on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, download=cfg.download,
-                       mode=cfg.data_mode, min_size=min_size, log=log, **stats)
+                       mode=cfg.data_mode, min_size=min_size, window=cfg.window, log=log, **stats)
     else:  # resuming: the same images, split and preprocessing as when the run started
         meta = fmt.read_meta(run_dir) if (run_dir / fmt.META).is_file() else None
         from .preprocess import Preprocess
@@ -118,6 +126,7 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: b
     if not quiet:
         print(ds.describe() + f" ({'in memory' if ds.mode == 'memory' else 'streamed from the image cache'})",
               file=log, flush=True)
+    _check_decision(cfg, ds)  # --positive and --operating-point fit these classes: before any training
     resolved = resolve(cfg, n_train=len(ds.train), size=ds.size)
     new = run_dir is None
     if new:
@@ -170,11 +179,106 @@ def _train(resolved: TrainConfig, cfg: TrainConfig, ds, run_dir: Path, state: di
         if state is not None:
             print(f"resuming {run_dir} after epoch {trainer.epoch}/{t.epochs} (best val_acc "
                   f"{trainer.best_val_acc:.4f} at epoch {trainer.best_epoch})", file=log, flush=True)
+        print(_balance_line(trainer, ds), file=log, flush=True)
     result = trainer.fit()
+    if trainer.best_epoch:
+        result.update(_calibrate(run_dir, ds, trainer.cfg, log=None if quiet else log))
     result["seconds"] = round(time.perf_counter() - start, 2)  # start to the last checkpoint
     if trainer.cfg.report and trainer.best_epoch:
         _write_report(result, run_dir, ds, log)
     return result
+
+
+def _check_decision(cfg: TrainConfig, ds) -> None:
+    from .decision import parse_rule, positive_index
+
+    counts = torch.bincount(ds.train.y.cpu(), minlength=len(ds.classes)).tolist()
+    positive_index(ds.classes, cfg.positive, counts)
+    if len(ds.classes) != 2 and parse_rule(cfg.operating_point)[0] != "argmax":
+        raise CnnkitError(f"--operating-point {cfg.operating_point}: an operating point is for two classes; this data "
+                          f"has {len(ds.classes)}")
+
+
+def _balance_line(trainer: Trainer, ds) -> str:
+    """The class balance of train (the prevalence, for two classes) and what is done about it."""
+    from .decision import positive_index
+
+    counts = trainer.class_counts.tolist()
+    n = max(sum(counts), 1)
+    cfg = trainer.cfg
+    if len(counts) == 2:
+        pos = positive_index(ds.classes, cfg.positive, counts)
+        head = (f"prevalence: {ds.classes[pos]} {counts[pos] / n:.1%} of train ({counts[pos]:,} of {n:,}); "
+                f"positive class {ds.classes[pos]}{'' if cfg.positive else ' (the rarer; --positive to change)'}, "
+                f"operating point {cfg.operating_point}")
+    else:
+        lo, hi = min(range(len(counts)), key=counts.__getitem__), max(range(len(counts)), key=counts.__getitem__)
+        head = (f"classes in train: rarest {ds.classes[lo]} {counts[lo] / n:.1%}, commonest {ds.classes[hi]} "
+                f"{counts[hi] / n:.1%}")
+    return f"{head}; balance {cfg.balance} ({trainer.balance_reason})"
+
+
+def calibrate(run_dir: str | Path, *, operating_point: str | None = None, positive: str | None = None,
+              data: str | None = None, log=None) -> dict:
+    """(Re)fit a run's temperature and operating point on its validation split, without training: what `train`
+    does at its end. `operating_point`/`positive` default to the run's own."""
+    from .decision import parse_rule
+
+    meta = fmt.read_meta(run_dir)
+    train_cfg = TrainConfig.from_dict(meta.get("train", {}))
+    decision = meta.get("decision") or {}
+    cfg = train_cfg.replace(operating_point=operating_point or decision.get("rule") or train_cfg.operating_point,
+                            positive=positive or decision.get("positive") or train_cfg.positive)
+    parse_rule(cfg.operating_point)
+    pred = load_model(run_dir)
+    ds = load_run_data(pred, data)
+    _check_decision(cfg, ds)
+    return _calibrate(Path(run_dir), ds, cfg, log=log)
+
+
+def _calibrate(run_dir: Path, ds, cfg: TrainConfig, log=None) -> dict:
+    """After training: the temperature (on the best model's validation logits) and, for two classes, the
+    threshold of the operating point, both written into model.json. A target the validation split cannot reach
+    keeps the run (saved) with argmax and says what was reached."""
+    from .decision import calibration_error, choose_threshold, fit_temperature, positive_index
+
+    pred = load_model(run_dir)
+    pred.temperature = 1.0  # the network's own logits: fitted afresh
+    logits = torch.cat([pred.logits(x) for x, _ in ds.val.batches(256)])
+    y = ds.val.y.cpu()
+    temperature = fit_temperature(logits, y) if cfg.calibrate else 1.0
+    counts = torch.bincount(ds.train.y.cpu(), minlength=len(ds.classes)).tolist()
+    pos = positive_index(ds.classes, cfg.positive, counts)
+    before, after = torch.softmax(logits, 1).numpy(), torch.softmax(logits / temperature, 1).numpy()
+    calibration = {"temperature": temperature, "ece_before": calibration_error(before, y.numpy(), pos),
+                   "ece_after": calibration_error(after, y.numpy(), pos), "fitted_on": f"val ({len(y):,} images)",
+                   "method": "temperature scaling (Guo et al. 2017)" if cfg.calibrate else "none (--no-calibrate)"}
+    meta = fmt.read_meta(run_dir)
+    meta["calibration"] = calibration
+    out: dict = {"calibration": calibration}
+    if pos is not None:
+        try:
+            chosen = choose_threshold(y.numpy() == pos, after[:, pos], cfg.operating_point)
+        except CnnkitError as e:
+            chosen = choose_threshold(y.numpy() == pos, after[:, pos], "argmax")
+            chosen["unreached"] = cfg.operating_point
+            if log is not None:
+                print(f"warning: {e}. The run keeps argmax (0.5); choose another with cnnkit calibrate {run_dir} "
+                      "--operating-point RULE", file=log, flush=True)
+        meta["decision"] = {"positive": ds.classes[pos], "threshold": chosen["threshold"], "rule": chosen["rule"],
+                            "val": chosen["val"], **({"unreached": chosen["unreached"]} if "unreached" in chosen else {})}
+        out["decision"] = meta["decision"]
+    fmt.save_meta(meta, run_dir / fmt.META)
+    if log is not None:
+        line = (f"calibration: temperature {temperature:.3f}, val ECE {calibration['ece_before']:.4f} -> "
+                f"{calibration['ece_after']:.4f}")
+        if pos is not None:
+            v = meta["decision"]["val"]
+            line += (f"; operating point {meta['decision']['rule']}: {ds.classes[pos]} when p >= "
+                     f"{meta['decision']['threshold']:.4g} (val sensitivity {v['sensitivity']}, specificity "
+                     f"{v['specificity']})")
+        print(line, file=log, flush=True)
+    return out
 
 
 def load_model(run_dir: str | Path, device: str = "cpu", engine: str = "torch") -> Predictor:
@@ -197,10 +301,12 @@ SPLITS = ("test", "val", "train", "all")
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, *, split: str | None = None, top_k: int = 5,
-             plot: bool = True) -> dict:
+             plot: bool = True, tta: bool = False, seed: int = 0) -> dict:
     """Metrics of a run's best model on a split. The run's own data: its saved split (default test if it has
     one, else val). Other data (`data`): that data's test split, or all of it with split='all' (the default
-    when it has no test split)."""
+    when it has no test split). Probabilities are calibrated (the run's temperature) and, for two classes,
+    classes are decided at the run's operating point; `tta` averages test-time augmentation's views."""
+    from .decision import binary_report, calibration_error
     from .metrics import classification_report, plot_confusion_matrix
 
     if split is not None and split not in SPLITS:
@@ -213,22 +319,59 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, split: str | None 
     if split == "all":
         parts = [ds.splits[k] for k in ("train", "val", "test") if k in ds.splits]
         ys = torch.cat([s.y for s in parts])
-        probs = torch.cat([pred.probs_split(s) for s in parts])
+        probs = torch.cat([pred.probs_split(s, tta=tta) for s in parts])
         used = ", ".join(f"{k} {len(v):,}" for k, v in ds.splits.items())
     else:
         s = ds.split(split)
-        ys, probs = s.y, pred.probs_split(s)
+        ys, probs = s.y, pred.probs_split(s, tta=tta)
         used = f"{split} {len(s):,}"
-    rep = classification_report(ys.numpy(), probs.numpy(), pred.classes, top_k=top_k)
+    y = ys.numpy()
+    rep = classification_report(y, probs.numpy(), pred.classes, top_k=top_k, y_pred=pred.decide(probs).numpy())
     how = "the run's saved split" if own and fmt.read_split(run_dir) is not None else "the data's own splits"
-    rep.update(split=split, data=ds.spec, run_dir=str(run_dir), images=f"{used} ({how})")
+    rep.update(split=split, data=ds.spec, run_dir=str(run_dir), images=f"{used} ({how})", tta=tta)
+    # calibration: the ECE of these probabilities, and of the network's own (temperature undone)
+    positive = pred.positive if pred.positive is not None else (1 if len(pred.classes) == 2 else None)
+    raw = torch.softmax(torch.log(probs.clamp_min(1e-38)) * pred.temperature, 1)
+    rep.update(temperature=pred.temperature, ece=calibration_error(probs.numpy(), y, positive),
+               ece_uncalibrated=calibration_error(raw.numpy(), y, positive))
+    if len(pred.classes) == 2:
+        decision = pred.meta.get("decision") or {}
+        rep.update(positive=pred.classes[positive], rule=decision.get("rule", "argmax"),
+                   **binary_report(y, probs.numpy(), positive, pred.threshold if pred.positive is not None else 0.5,
+                                   seed=seed))
+    tag = split if own else f"{_safe(ds.name)}_{split}"
+    tag += "_tta" if tta else ""
     if plot:  # another data set's matrix never replaces the run's own
-        tag = split if own else f"{_safe(ds.name)}_{split}"
         png = Path(run_dir) / f"confusion_matrix_{tag}.png"
         plot_confusion_matrix(rep["confusion_matrix"], pred.classes, png,
                               title=f"{pred.name} on {ds.name} {split}: accuracy {rep['accuracy']:.4f}")
         rep["confusion_matrix_png"] = str(png)
+        rep.update(_binary_plots(pred, run_dir, tag, y, probs, raw, positive, ds.name, split))
     return rep
+
+
+def _binary_plots(pred: Predictor, run_dir, tag: str, y, probs, raw, positive, name: str, split: str) -> dict:
+    """The reliability diagram (before/after temperature scaling) and, for two classes with both present, the ROC
+    and PR curves marked with the operating point."""
+    from .decision import calibration_error, reliability
+    from .metrics import plot_reliability, plot_roc_pr
+
+    out = {}
+    png = Path(run_dir) / f"reliability_{tag}.png"
+    what = f"P({pred.classes[positive]})" if positive is not None else "top-class confidence"
+    plot_reliability({f"network (ECE {calibration_error(raw.numpy(), y, positive):.4f})":
+                      reliability(raw.numpy(), y, positive),
+                      f"temperature {pred.temperature:.3g} (ECE {calibration_error(probs.numpy(), y, positive):.4f})":
+                      reliability(probs.numpy(), y, positive)},
+                     png, title=f"{name} {split}: {what}")
+    out["reliability_png"] = str(png)
+    if positive is not None and 0 < (y == positive).sum() < len(y):
+        png = Path(run_dir) / f"roc_pr_{tag}.png"
+        plot_roc_pr(y == positive, probs[:, positive].numpy(), pred.classes[positive],
+                    pred.threshold if pred.positive is not None else 0.5, png,
+                    title=f"{pred.name} on {name} {split}")
+        out["roc_pr_png"] = str(png)
+    return out
 
 
 def _safe(name: str) -> str:

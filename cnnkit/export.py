@@ -51,12 +51,28 @@ def describe_input(pre: Preprocess) -> str:
             f"size) as cnnkit does; the mean/std normalisation is inside the model")
 
 
-def metadata(pre: Preprocess, classes: Sequence[str]) -> dict:
-    """What an exported file carries besides the graph (as Python values; ONNX stores each as a string)."""
+def metadata(pre: Preprocess, classes: Sequence[str], temperature: float = 1.0, decision: dict | None = None) -> dict:
+    """What an exported file carries besides the graph (as Python values; ONNX stores each as a string):
+    `temperature` (already inside the graph: its outputs are the calibrated logits) and, for a two-class run with
+    an operating point, `decision` ({positive, threshold, rule}: the positive class when softmax ≥ threshold)."""
     from ._version import __version__
 
-    return {"classes": list(classes), "preprocess": pre.to_dict(), "input": describe_input(pre),
-            "version": __version__}
+    out = {"classes": list(classes), "preprocess": pre.to_dict(), "input": describe_input(pre),
+           "version": __version__, "temperature": float(temperature)}
+    if decision:
+        out["decision"] = dict(decision)
+    return out
+
+
+class Temperature(nn.Module):
+    """logits / T: the run's calibration, inside the exported graph."""
+
+    def __init__(self, temperature: float):
+        super().__init__()
+        self.register_buffer("inv", torch.tensor(1.0 / float(temperature), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.inv
 
 
 def read_metadata(meta: Mapping[str, str], where: str) -> tuple[list[str], Preprocess]:
@@ -99,7 +115,7 @@ def _pixels(pre: Preprocess, batch: int, seed: int) -> torch.Tensor:
 
 
 def export_model(model: nn.Module, preprocess: Preprocess, path: str | Path, fmt: str, *,
-                 classes: Sequence[str]) -> dict:
+                 classes: Sequence[str], temperature: float = 1.0, decision: dict | None = None) -> dict:
     """Export `preprocess.module()` + `model` to `path` (ONNX or TorchScript), verified against eager.
 
     `model` is the bare network (normalised input, as trained); it is copied, not moved or switched to eval.
@@ -109,7 +125,8 @@ def export_model(model: nn.Module, preprocess: Preprocess, path: str | Path, fmt
     if not isinstance(preprocess, Preprocess):
         raise CnnkitError(f"preprocess must be a cnnkit Preprocess, got {type(preprocess).__name__}")
     classes = list(classes)
-    net = nn.Sequential(preprocess.module(), copy.deepcopy(model)).cpu().eval()
+    parts = [preprocess.module(), copy.deepcopy(model)] + ([Temperature(temperature)] if temperature != 1.0 else [])
+    net = nn.Sequential(*parts).cpu().eval()
     batches = [_pixels(preprocess, 2, 0), _pixels(preprocess, 3, 1)]  # two sizes: the batch axis is dynamic
     with torch.no_grad():
         refs = [net(x) for x in batches]
@@ -118,7 +135,7 @@ def export_model(model: nn.Module, preprocess: Preprocess, path: str | Path, fmt
                           f"names were given; pass one name per output")
     if not all(isinstance(c, str) for c in classes):
         raise CnnkitError(f"class names must be strings, got {classes[:5]}")
-    meta = metadata(preprocess, classes)
+    meta = metadata(preprocess, classes, temperature, decision)
     diffs: list[float] = []
 
     def verify(outs) -> None:
@@ -190,8 +207,14 @@ class OnnxModel:
     def __init__(self, path: str | Path, threads: int | None = None):
         self.path = Path(path)
         self.session = onnx_session(self.path, threads)
-        self.classes, self.preprocess = read_metadata(self.session.get_modelmeta().custom_metadata_map,
-                                                      str(self.path))
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.classes, self.preprocess = read_metadata(props, str(self.path))
+        try:  # files exported before calibration carried neither: T = 1, argmax
+            self.temperature = float(props.get("cnnkit.temperature", 1.0))
+            self.decision = json.loads(props["cnnkit.decision"]) if "cnnkit.decision" in props else None
+        except (TypeError, ValueError) as e:
+            raise CnnkitError(f"{self.path}: its cnnkit.temperature/decision metadata is malformed ({e}); "
+                              f"{_REEXPORT}") from None
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name = inp.name
         want = [self.preprocess.channels, *self.preprocess.size]

@@ -47,12 +47,15 @@ class Preprocess:
     std: tuple[float, ...]
     resize: str = "fit"
     crop: float = 1.0  # the share of the resized image kept (centre crop); 1: all of it
+    window: tuple[float, float] | None = None  # (center, width) for DICOM and 16-bit images; None: their own
 
     def __post_init__(self):
         object.__setattr__(self, "size", tuple(int(v) for v in self.size))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         object.__setattr__(self, "crop", float(self.crop))
+        if self.window is not None:
+            object.__setattr__(self, "window", tuple(float(v) for v in self.window))
         problem = self._problem()
         if problem:
             raise CnnkitError(f"preprocessing {self.to_dict()}: {problem}")
@@ -68,14 +71,20 @@ class Preprocess:
             return "mean must be finite and std positive"
         if not 0.1 <= self.crop <= 1:
             return f"crop must be between 0.1 and 1, got {self.crop}"
+        if self.window is not None and (len(self.window) != 2 or not all(math.isfinite(v) for v in self.window)
+                                        or self.window[1] < 1):
+            return f"window must be (center, width) with width at least 1, got {list(self.window)}"
         if self.resize not in RESIZE_POLICIES:
             return f"resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}"
         return None
 
     # --- saved in model.json ----------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"channels": self.channels, "size": list(self.size), "mean": list(self.mean), "std": list(self.std),
-                "resize": self.resize, "crop": self.crop}
+        out = {"channels": self.channels, "size": list(self.size), "mean": list(self.mean), "std": list(self.std),
+               "resize": self.resize, "crop": self.crop}
+        if self.window is not None:
+            out["window"] = list(self.window)
+        return out
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "preprocess") -> "Preprocess":
@@ -86,8 +95,10 @@ class Preprocess:
             if key not in d:
                 raise CnnkitError(f"{where} lacks '{key}'")
         try:
+            window = d.get("window")
             return cls(int(d["channels"]), tuple(d["size"]), tuple(d["mean"]), tuple(d["std"]),
-                       str(d.get("resize", "fit")), float(d.get("crop", 1.0)))
+                       str(d.get("resize", "fit")), float(d.get("crop", 1.0)),
+                       tuple(window) if window is not None else None)
         except (TypeError, ValueError) as e:
             raise CnnkitError(f"{where} is malformed ({e})") from None
         except CnnkitError as e:
@@ -102,8 +113,8 @@ class Preprocess:
             im = _array_to_pil(im)
         if not isinstance(im, Image.Image):
             raise CnnkitError(f"expected an image (file path, PIL image or uint8 array), got {type(im).__name__}")
-        if im.mode in HIGH_BIT_MODES:  # 16-bit (and 32-bit) grayscale: scaled to 8 bits, never clipped
-            im = im.point(lambda v: v / 256).convert("L")
+        if im.mode in HIGH_BIT_MODES:  # 16-bit grayscale, DICOM: resized as floats, rounded to 8 bits last
+            return self._high_bit(im)
         if im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info:  # transparent → white
             im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
         im = im.convert("L" if self.channels == 1 else "RGB")
@@ -117,11 +128,36 @@ class Preprocess:
         a = np.asarray(im, dtype=np.uint8)
         return a[None].copy() if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
+    def _high_bit(self, im) -> np.ndarray:
+        """A 16/32-bit grayscale image, or a DICOM's display values: windowed to 0–255 as floats (`window`, else
+        a DICOM's own window, else the image's min to max), resized and cropped as floats, then rounded."""
+        from PIL import Image, ImageOps
+
+        if not (im.mode == "F" and im.info.get("windowed")):  # a DICOM was windowed when read (data/dicom.py)
+            a = np.asarray(im, dtype=np.float64)
+            if self.window is not None:
+                from .data.dicom import _linear_window
+
+                a = _linear_window(a, *self.window)
+            else:
+                lo, hi = float(a.min()), float(a.max())
+                a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+            im = Image.fromarray(np.clip(a, 0, 255).astype(np.float32), "F")
+        h, w = self.size
+        fw, fh = self.fit_size()
+        if im.size != (fw, fh):
+            im = ImageOps.fit(im, (fw, fh), method=Image.Resampling.BILINEAR)
+        if (fw, fh) != (w, h):
+            left, top = (fw - w) // 2, (fh - h) // 2
+            im = im.crop((left, top, left + w, top + h))
+        a = np.clip(np.rint(np.asarray(im, dtype=np.float32)), 0, 255).astype(np.uint8)
+        return np.repeat(a[None], self.channels, axis=0)
+
     def load(self, path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
         """An image file → uint8 C×H×W, read safely (a bad file raises BadImagesError naming it)."""
         from .data.images import open_image
 
-        return self.image(open_image(path, max_pixels=max_pixels, draft=self.draft_size()))
+        return self.image(open_image(path, max_pixels=max_pixels, draft=self.draft_size(), window=self.window))
 
     def fit_size(self) -> tuple[int, int]:
         """(W, H) the image is resized to before the centre crop: the size itself, or size/crop."""

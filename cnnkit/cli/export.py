@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..run import Predictor
 
     p = Predictor.from_run(args.run_dir)
-    info = export_model(p.model, p.preprocess, out, args.format, classes=p.classes)
+    info = export_model(p.model, p.preprocess, out, args.format, classes=p.classes, **p.export_extras())
     if args.json:
         print_json(info)
     else:

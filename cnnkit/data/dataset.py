@@ -261,6 +261,7 @@ def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log, 
 
     # the decoder and the resizing are part of the pixels: another Pillow or cnnkit gives another cache
     key = cache_key(fingerprint, {"channels": c, "size": [h, w], "resize": pixels.resize, **({"crop": pixels.crop} if pixels.crop < 1 else {}),
+                                  **({"window": list(pixels.window)} if pixels.window else {}),
                                   "max_pixels": max_pixels,
                                   "jpeg_draft": True, "pillow": PIL.__version__, "cnnkit": __version__})
     cache, _ = open_or_build(key, n, (c, h, w), load, describe=f"{source.name} at {c}x{h}x{w}", log=log,
@@ -277,7 +278,7 @@ def file_digest(path: str) -> str:
 def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | None = None, seed: int = 0,
               on_bad_image: str = "fail", max_pixels: int | None = None, mean=None, std=None,
               download: bool = False, mode: str = "auto", manifest: dict | None = None,
-              preprocess: Preprocess | None = None, min_size: int | None = None, log=None) -> ImageData:
+              preprocess: Preprocess | None = None, min_size: int | None = None, window=None, log=None) -> ImageData:
     """Read a data set: in memory or streamed (`mode`), split, with its preprocessing.
 
     `val_fraction` (default 0.1, 0.2 for digits) of the training images, stratified and seeded, become the
@@ -285,6 +286,7 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
     (a run's split.json) gives the split instead, and `preprocess` (a run's) the channels, size and stats.
     RGB `mean`/`std` (a pretrained network's) for a grayscale data set are averaged, as the RGB-summed first
     filters expect. `min_size`: with no `img_size`, images smaller than this are upsampled to it (square).
+    `window` ((center, width), or "C,W"): how DICOM and 16-bit images are mapped to 8 bits (data/dicom.py).
 
     >>> data = load_data('digits')
     >>> data.describe()
@@ -309,8 +311,14 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
             channels, size, header_bad = _pixels(source, min_size, max_pixels, fingerprint)
         if mean is not None and std is not None and channels == 1 and len(mean) == 3:
             mean, std = [round(sum(mean) / 3, 6)], [round(sum(std) / 3, 6)]
+    if preprocess is not None:
+        window = preprocess.window
+    elif window is not None:
+        from .dicom import parse_window
+
+        window = parse_window(window)
     pixels = Preprocess(channels, size, (0.0,) * channels, (1.0,) * channels,
-                        crop=preprocess.crop if preprocess is not None else 1.0)
+                        crop=preprocess.crop if preprocess is not None else 1.0, window=window)
     mode, store, bad_rows, digests, cache = _store(source, pixels, mode, max_pixels, log, fingerprint)
 
     # every item: its source split, key, label, row in the store; the unreadable ones set aside
@@ -372,7 +380,8 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
             m, sd = stats_from_sums(cache.sums()[rows_a[assignment["train"]]], size)
         else:
             m, sd = channel_stats(splits["train"], seed)
-        prep = Preprocess(channels, size, tuple(mean if mean is not None else m), tuple(std if std is not None else sd))
+        prep = Preprocess(channels, size, tuple(mean if mean is not None else m), tuple(std if std is not None else sd),
+                          window=window)
     return ImageData(source.name, source.spec, list(source.classes), splits, prep, mode=mode,
                      flips=bool(source.flips), flips_reason=source.flips_reason, source_kind=source.kind,
                      source_root=source.root, split_info=info, skipped=skipped, fingerprints=fingerprints,

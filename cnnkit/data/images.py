@@ -15,8 +15,9 @@ from typing import Callable, Sequence, TypeVar
 from PIL import Image, ImageOps
 
 from ..errors import CnnkitError
+from . import dicom
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 T = TypeVar("T")
 MAX_PIXELS = 40_000_000  # refuse larger images (decompression bombs); 40 MP is beyond any camera JPEG in practice
 
@@ -40,10 +41,12 @@ class BadImagesError(CnnkitError):
         super().__init__(f"{len(self.bad)} unreadable image(s): {shown}{more}.{hint}")
 
 
-def _checked(path: str, max_pixels: int | None, use: Callable[[Image.Image], T]) -> T:
+def _checked(path: str, max_pixels: int | None, use: Callable[[Image.Image], T], check_name: bool = False) -> T:
     """Open `path`, refuse it over the pixel limit, and return `use(image)`; every failure is a BadImagesError
     naming the file and the reason."""
     max_pixels = max_pixels or MAX_PIXELS
+    if dicom.is_dicom(path):
+        return _checked_dicom(path, max_pixels, use, check_name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -68,12 +71,42 @@ def _checked(path: str, max_pixels: int | None, use: Callable[[Image.Image], T])
         raise BadImagesError([BadImage(path, f"corrupt or truncated ({first})")]) from None
 
 
+def _checked_dicom(path: str, max_pixels: int, use: Callable, check_name: bool = False) -> T:
+    """`_checked` for a DICOM file: `use` gets a DicomFile (its header, or its pixels on demand)."""
+    try:
+        return use(DicomFile(path, max_pixels, check_name))
+    except dicom.DicomError as e:
+        raise BadImagesError([BadImage(path, str(e))]) from None
+    except FileNotFoundError:
+        raise BadImagesError([BadImage(path, "no such file")]) from None
+    except IsADirectoryError:
+        raise BadImagesError([BadImage(path, "is a directory")]) from None
+
+
+@dataclass
+class DicomFile:
+    """Stands in for a PIL image opened lazily: `mode` and `size` from the header; `pixels(window)` decodes."""
+    path: str
+    max_pixels: int
+    check_name: bool = False  # refuse a path holding the patient's name (data for a run; not predict's inputs)
+
+    def __post_init__(self):
+        self.mode, self.size = dicom.header(self.path, self.max_pixels, check_name=self.check_name)
+
+    def pixels(self, window=None) -> Image.Image:
+        return dicom.read(self.path, self.max_pixels, window)
+
+
 def open_image(path: str | os.PathLike, *, max_pixels: int | None = None,
-               draft: tuple[int, int] | None = None) -> Image.Image:
+               draft: tuple[int, int] | None = None, window: tuple[float, float] | None = None) -> Image.Image:
     """Open, check and fully decode an image; EXIF orientation applied. Raises BadImagesError.
 
     `draft` (W, H): a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8) that stays at least this size
-    (see cnnkit.preprocess)."""
+    (see cnnkit.preprocess). A DICOM file is read by `dicom.read` (grayscale as windowed float display values;
+    `window` (center, width) overrides the file's own)."""
+    if dicom.is_dicom(path):
+        return _checked(str(path), max_pixels, lambda f: f.pixels(window))
+
     def decode(im: Image.Image) -> Image.Image:
         if draft is not None and im.format == "JPEG":
             im.draft(im.mode, _draft_request(im, draft))
@@ -93,9 +126,10 @@ def _draft_request(im: Image.Image, target: tuple[int, int]) -> tuple[int, int]:
 
 
 def read_header(path: str, max_pixels: int | None = None) -> tuple[str, tuple[int, int]] | BadImage:
-    """(mode, (W, H)) from the file's header alone (nothing decoded), or the BadImage saying why not."""
+    """(mode, (W, H)) from the file's header alone (nothing decoded), or the BadImage saying why not. Reads
+    the images of a data set: a DICOM file whose path holds its patient's name stops it (PatientNameInPath)."""
     try:
-        return _checked(str(path), max_pixels, lambda im: (im.mode, im.size))
+        return _checked(str(path), max_pixels, lambda im: (im.mode, im.size), check_name=True)
     except BadImagesError as e:
         return e.bad[0]
 

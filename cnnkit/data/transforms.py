@@ -44,3 +44,30 @@ def augment(x: torch.Tensor, level: str, *, flips: bool, generator: torch.Genera
     if flips:
         x = random_flip(x, generator)
     return x
+
+
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """The batch moved by (dy, dx) pixels, zeros coming in (the same padding as training's random shifts)."""
+    n, c, h, w = x.shape
+    p = max(abs(dy), abs(dx))
+    if p == 0:
+        return x
+    padded = F.pad(x, (p, p, p, p))
+    return padded[:, :, p - dy:p - dy + h, p - dx:p - dx + w]
+
+
+def tta_views(x: torch.Tensor, *, flips: bool) -> list[torch.Tensor]:
+    """Test-time augmentation's views of a uint8 batch: itself, shifted by 1/16 of the side up, down, left and
+    right (training's 'light' shift; at least 1 pixel), and, where flips keep the class, mirrored.
+
+    >>> x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
+    >>> [tuple(v.shape) for v in tta_views(x, flips=True)] == [(1, 1, 4, 4)] * 6
+    True
+    >>> tta_views(x, flips=False)[1][0, 0, 0].tolist()  # moved down one row: zeros come in at the top
+    [0, 0, 0, 0]
+    """
+    s = max(1, min(x.shape[-2:]) // 16)
+    views = [x] + [shift(x, dy, dx) for dy, dx in ((s, 0), (-s, 0), (0, s), (0, -s))]
+    if flips:
+        views.append(x.flip(-1))
+    return views

@@ -82,6 +82,20 @@ class TrainConfig:
                   "scales throughout (inference mode; Keras' advice since keras#9965: a layer frozen in weights "
                   "but normalising with batch statistics trains on different numbers than it predicts with)",
                   choices=BN_POLICIES)
+    positive: str | None = opt(None, "two classes: the class a positive test finds (the one screened for); None: the "
+                               "rarer class in train", metavar="CLASS")
+    operating_point: str = opt("argmax", "two classes: the threshold on the positive class's calibrated probability, "
+                               "chosen on the validation split and saved with the model: argmax (0.5), youden, f1, "
+                               "sensitivity=0.95 (a screening test), specificity=0.95", metavar="RULE")
+    balance: str = opt("auto", "class imbalance: weights (the loss weighs each class alike), sampler (batches drawn "
+                       "with each class equally likely), none; auto: weights when the rarest class has under half of "
+                       "an even share of train (binary: under 25%), else none", choices=("auto", "none", "weights",
+                                                                                         "sampler"))
+    calibrate: bool = opt(True, "fit a temperature on the validation split after training (Guo et al. 2017), so "
+                          "probabilities mean what they say; saved with the model and used everywhere")
+    group_by: str | None = opt(None, "keep each group (a patient) on one side of the train/validation split: a "
+                               "column of the CSV, or a regular expression on the file path whose first group (or "
+                               "match) names the group, e.g. 'patient_(\\d+)'", metavar="COLUMN|REGEX")
     model_kwargs: dict = opt({}, "extra builder arguments, a JSON object (e.g. {\"small_input\": true})",
                              metavar="JSON")
     epochs: int | None = opt(None, "None: enough passes for the data size (30 for digits, 12 for 50k images)")
@@ -101,6 +115,9 @@ class TrainConfig:
                              "unknown content, where a mirrored image can change class)")
     img_size: int | None = opt(None, "resize images to PX×PX; None: the images' own size (folders of photos: 128)",
                                metavar="PX")
+    window: str | None = opt(None, "CENTER,WIDTH: how DICOM and 16-bit images become 8-bit pixels (DICOM's linear "
+                             "window, e.g. 40,400 for CT soft tissue); None: a DICOM file's own window (its VOI LUT "
+                             "or WindowCenter/Width), else each image's own min to max", metavar="C,W")
     val_fraction: float | None = opt(None, "the share of the training images held out for validation when the data "
                                      "has no validation split; None: 0.1 (0.2 for digits)", metavar="F")
     seed: int = opt(0, "everything random (split, init, shuffling, augmentation, dropout) follows from it")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .._device import pick_device
 from ..data.dataset import ImageData, Split
 from ..data.transforms import augment
+from ..decision import class_weights, resolve_balance
 from ..errors import CnnkitError
 from ..models import create_model
 from ..run import format as ckpt
@@ -117,7 +118,15 @@ class Trainer:
             raise CnnkitError(f"{n} training images are fewer than one batch of {b}; lower --batch-size")
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=self.cfg.label_smoothing)
+        # class imbalance (cnnkit.decision): --balance auto decided from the training class counts
+        counts = torch.bincount(data.train.y.cpu(), minlength=len(data.classes))
+        balance, self.balance_reason = resolve_balance(self.cfg.balance, counts.tolist())
+        self.cfg = self.cfg.replace(balance=balance)
+        self.class_counts = counts
+        weight = class_weights(counts).to(self.device) if balance == "weights" else None
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=self.cfg.label_smoothing)
+        # sampler: each image drawn with probability 1/(its class's count), with replacement (WeightedRandomSampler's)
+        self.sample_weights = (1.0 / counts.clamp_min(1).double())[data.train.y.cpu()] if balance == "sampler" else None
         self.generator = torch.Generator().manual_seed(self.cfg.seed)  # shuffling and augmentation
         self.epoch, self.batch_index, self.step, self.last_loss = 0, 0, 0, float("nan")
         self.history: list[dict] = []
@@ -243,7 +252,10 @@ class Trainer:
     def _train_epoch(self) -> tuple[float, float]:
         self._train_mode()
         split = self.train_split
-        order = torch.randperm(len(split), generator=self.generator)
+        if self.sample_weights is not None:
+            order = torch.multinomial(self.sample_weights, len(split), replacement=True, generator=self.generator)
+        else:
+            order = torch.randperm(len(split), generator=self.generator)
         b = self.cfg.batch_size
         order = order[:self.steps_per_epoch * b]  # (drops a last batch of one)
         total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()

@@ -44,6 +44,13 @@ class Predictor:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.source = source or (str(run_dir) if run_dir is not None else name)
         self.engine = engine
+        # calibration and the operating point (model.json's 'calibration' and 'decision'; cnnkit.decision)
+        self.temperature = float(self.meta.get("calibration", {}).get("temperature", 1.0))
+        decision = self.meta.get("decision") or {}
+        self.positive: int | None = self.classes.index(decision["positive"]) \
+            if decision.get("positive") in self.classes and len(self.classes) == 2 else None
+        self.threshold = float(decision.get("threshold", 0.5))
+        self.tta_flips = bool(self.meta.get("train", {}).get("flips", False))
         self._onnx = self._onnx_model() if engine == "onnx" else None
 
     # --- construction -----------------------------------------------------------------------------------
@@ -113,14 +120,20 @@ class Predictor:
         if self.run_dir is None:
             raise CnnkitError("--engine onnx needs a run directory")
         onnx_path = self.run_dir / "model.onnx"
-        weights = self.run_dir / fmt.WEIGHTS
-        if onnx_path.is_file() and onnx_path.stat().st_mtime >= weights.stat().st_mtime:
+        newest = max((self.run_dir / f).stat().st_mtime for f in (fmt.WEIGHTS, fmt.META))  # calibration: model.json
+        if onnx_path.is_file() and onnx_path.stat().st_mtime >= newest:
             try:
-                return OnnxModel(onnx_path)
+                found = OnnxModel(onnx_path)
+                if abs(found.temperature - self.temperature) < 1e-9:
+                    return found
             except CnnkitError:  # made by an older cnnkit (no metadata) or damaged: exported anew below
                 pass
-        export_model(self.model, self.preprocess, onnx_path, "onnx", classes=self.classes)
+        export_model(self.model, self.preprocess, onnx_path, "onnx", classes=self.classes, **self.export_extras())
         return OnnxModel(onnx_path)
+
+    def export_extras(self) -> dict:
+        """What an exported file carries besides the network: the temperature (in the graph) and the decision."""
+        return {"temperature": self.temperature, "decision": self.meta.get("decision")}
 
     # --- images in ----------------------------------------------------------------------------------------
     def image(self, item) -> np.ndarray:
@@ -138,29 +151,54 @@ class Predictor:
     # --- predictions --------------------------------------------------------------------------------------
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 N×C×H×W → float32 logits on the CPU."""
+        """uint8 N×C×H×W → float32 calibrated logits (the network's divided by the run's temperature) on the CPU."""
         if tuple(x.shape[1:]) != (self.preprocess.channels, *self.preprocess.size):
             raise CnnkitError(f"a batch of shape {tuple(x.shape)} does not match the model's input "
                               f"{self.preprocess.channels}x{self.preprocess.size[0]}x{self.preprocess.size[1]}")
         if self._onnx is not None:
-            return self._onnx.logits(x)
-        return self.model(self.prepare(x)).float().cpu()
+            return self._onnx.logits(x)  # the exported graph divides by the temperature itself
+        out = self.model(self.prepare(x)).float().cpu()
+        return out / self.temperature if self.temperature != 1.0 else out
 
-    def probs(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Softmax probabilities for a uint8 batch of any length, `batch_size` images at a time."""
-        out = [torch.softmax(self.logits(x[i:i + batch_size]), 1) for i in range(0, len(x), batch_size)]
+    def _probs(self, x: torch.Tensor, tta: bool) -> torch.Tensor:
+        if not tta:
+            return torch.softmax(self.logits(x), 1)
+        from ..data.transforms import tta_views
+
+        views = tta_views(x, flips=self.tta_flips)
+        return torch.stack([torch.softmax(self.logits(v), 1) for v in views]).mean(0)
+
+    def probs(self, x: torch.Tensor, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
+        """Calibrated softmax probabilities for a uint8 batch of any length, `batch_size` images at a time.
+        `tta`: averaged over test-time augmentation's views (`cnnkit.data.transforms.tta_views`)."""
+        out = [self._probs(x[i:i + batch_size], tta) for i in range(0, len(x), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
-    def probs_split(self, split, batch_size: int = 256) -> torch.Tensor:
+    def probs_split(self, split, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
         """Probabilities for every image of a data split (`cnnkit.data.Split`), in its order, with progress."""
         from .._progress import progress
 
         out = []
-        with progress(-(-len(split) // batch_size), "predicting", unit="batch") as bar:
+        with progress(-(-len(split) // batch_size), "predicting" + (" (TTA)" if tta else ""), unit="batch") as bar:
             for x, _ in split.batches(batch_size):
-                out.append(torch.softmax(self.logits(x), 1))
+                out.append(self._probs(x, tta))
                 bar.update(1)
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def decide(self, probs: torch.Tensor) -> torch.Tensor:
+        """The predicted class of each row: for a two-class run with an operating point, the positive class when
+        its probability reaches the threshold; otherwise the most probable class."""
+        if self.positive is None:
+            return probs.argmax(1)
+        pos = probs[:, self.positive] >= self.threshold
+        return torch.where(pos, self.positive, 1 - self.positive)
+
+    def decision_text(self) -> str | None:
+        """'Shirt when p ≥ 0.231 (sensitivity=0.95)', for two-class runs with an operating point."""
+        if self.positive is None:
+            return None
+        rule = (self.meta.get("decision") or {}).get("rule", "")
+        return f"{self.classes[self.positive]} when p >= {self.threshold:.4g}" + (f" ({rule})" if rule else "")
 
     def top(self, probs: torch.Tensor, top_k: int = 1) -> list[list[tuple[str, float]]]:
         k = max(1, min(top_k, len(self.classes)))
@@ -168,18 +206,19 @@ class Predictor:
         return [[(self.classes[i], float(p)) for p, i in zip(ps.tolist(), ix.tolist())]
                 for ps, ix in zip(top.values, top.indices)]
 
-    def predict_proba(self, images: Iterable) -> torch.Tensor:
+    def predict_proba(self, images: Iterable, tta: bool = False) -> torch.Tensor:
         arrays = [self.image(im) for im in images]
-        return self.probs(torch.from_numpy(np.stack(arrays))) if arrays else torch.zeros(0, len(self.classes))
+        return self.probs(torch.from_numpy(np.stack(arrays)), tta=tta) if arrays else torch.zeros(0, len(self.classes))
 
     def predict(self, images: Iterable, top_k: int = 1) -> list[list[tuple[str, float]]]:
         """Per image (path, sample name, PIL image or uint8 array), the top-k (class, probability) pairs."""
         return self.top(self.predict_proba(images), top_k)
 
-    def predict_iter(self, images: Sequence, top_k: int = 1, batch_size: int = 64,
-                     on_error=None) -> Iterator[tuple[object, list[tuple[str, float]] | None]]:
+    def predict_iter(self, images: Sequence, top_k: int = 1, batch_size: int = 64, on_error=None, tta: bool = False,
+                     decisions: bool = False) -> Iterator[tuple]:
         """(input, top-k) for each input, `batch_size` images decoded at a time, so memory stays bounded.
-        An unreadable file raises, or with `on_error(item, exc)` given, is reported and yields (item, None)."""
+        An unreadable file raises, or with `on_error(item, exc)` given, is reported and yields (item, None).
+        `decisions`: (input, top-k, decided class) instead (`decide`: the operating point of a two-class run)."""
         from ..data.images import BadImagesError
 
         for start in range(0, len(images), batch_size):
@@ -194,9 +233,15 @@ class Predictor:
                         raise
                     on_error(item, e)
                     ok.append(False)
-            tops = iter(self.top(self.probs(torch.from_numpy(np.stack(arrays))), top_k) if arrays else [])
+            probs = self.probs(torch.from_numpy(np.stack(arrays)), tta=tta) if arrays else None
+            tops = iter(self.top(probs, top_k) if arrays else [])
+            decided = iter(self.decide(probs).tolist() if arrays else [])
             for item, good in zip(chunk, ok):
-                yield item, (next(tops) if good else None)
+                top = next(tops) if good else None
+                if decisions:
+                    yield item, top, (self.classes[next(decided)] if good else None)
+                else:
+                    yield item, top
 
 
 def load_predictor(source: str | Path, *, img_size: int | None = None, num_classes: int | None = None,
