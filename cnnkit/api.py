@@ -6,7 +6,7 @@ the preprocessing it recorded, then continues the same loop; `resume(run, epochs
 >>> import cnnkit, tempfile
 >>> result = cnnkit.train(data='digits', epochs=1, out=tempfile.mkdtemp() + '/run', quiet=True)
 >>> sorted(result)[:3]
-['best_epoch', 'data', 'epochs']
+['best_epoch', 'calibration', 'data']
 >>> model = cnnkit.load_model(result['run_dir'])
 >>> model.classes[:3]
 ['0', '1', '2']
@@ -114,7 +114,8 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: b
         stats, min_size = _pretrained_input(cfg)
         ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
                        on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, download=cfg.download,
-                       mode=cfg.data_mode, min_size=min_size, window=cfg.window, log=log, **stats)
+                       mode=cfg.data_mode, min_size=min_size, window=cfg.window, group_by=cfg.group_by, log=log,
+                       **stats)
     else:  # resuming: the same images, split and preprocessing as when the run started
         meta = fmt.read_meta(run_dir) if (run_dir / fmt.META).is_file() else None
         from .preprocess import Preprocess
@@ -306,7 +307,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, split: str | None 
     one, else val). Other data (`data`): that data's test split, or all of it with split='all' (the default
     when it has no test split). Probabilities are calibrated (the run's temperature) and, for two classes,
     classes are decided at the run's operating point; `tta` averages test-time augmentation's views."""
-    from .decision import binary_report, calibration_error
+    from .decision import binary_report, calibration_error, decision_plots
     from .metrics import classification_report, plot_confusion_matrix
 
     if split is not None and split not in SPLITS:
@@ -346,32 +347,8 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, split: str | None 
         plot_confusion_matrix(rep["confusion_matrix"], pred.classes, png,
                               title=f"{pred.name} on {ds.name} {split}: accuracy {rep['accuracy']:.4f}")
         rep["confusion_matrix_png"] = str(png)
-        rep.update(_binary_plots(pred, run_dir, tag, y, probs, raw, positive, ds.name, split))
+        rep.update(decision_plots(pred, run_dir, tag, y, probs, raw, positive, ds.name, split))
     return rep
-
-
-def _binary_plots(pred: Predictor, run_dir, tag: str, y, probs, raw, positive, name: str, split: str) -> dict:
-    """The reliability diagram (before/after temperature scaling) and, for two classes with both present, the ROC
-    and PR curves marked with the operating point."""
-    from .decision import calibration_error, reliability
-    from .metrics import plot_reliability, plot_roc_pr
-
-    out = {}
-    png = Path(run_dir) / f"reliability_{tag}.png"
-    what = f"P({pred.classes[positive]})" if positive is not None else "top-class confidence"
-    plot_reliability({f"network (ECE {calibration_error(raw.numpy(), y, positive):.4f})":
-                      reliability(raw.numpy(), y, positive),
-                      f"temperature {pred.temperature:.3g} (ECE {calibration_error(probs.numpy(), y, positive):.4f})":
-                      reliability(probs.numpy(), y, positive)},
-                     png, title=f"{name} {split}: {what}")
-    out["reliability_png"] = str(png)
-    if positive is not None and 0 < (y == positive).sum() < len(y):
-        png = Path(run_dir) / f"roc_pr_{tag}.png"
-        plot_roc_pr(y == positive, probs[:, positive].numpy(), pred.classes[positive],
-                    pred.threshold if pred.positive is not None else 0.5, png,
-                    title=f"{pred.name} on {name} {split}")
-        out["roc_pr_png"] = str(png)
-    return out
 
 
 def _safe(name: str) -> str:

@@ -240,6 +240,32 @@ def binary_report(y, probs, positive: int, threshold: float, *, seed: int = 0) -
     return out
 
 
+def decision_plots(pred, run_dir, tag: str, y, probs, raw, positive, name: str, split: str) -> dict:
+    """The reliability diagram (before/after temperature scaling) and, for two classes with both present, the ROC
+    and PR curves marked with the operating point: PNGs in `run_dir`, {'reliability_png', 'roc_pr_png'}.
+    `pred` is a `cnnkit.run.Predictor`; `raw`, its probabilities without the temperature."""
+    from pathlib import Path
+
+    from .metrics import plot_reliability, plot_roc_pr
+
+    out = {}
+    png = Path(run_dir) / f"reliability_{tag}.png"
+    what = f"P({pred.classes[positive]})" if positive is not None else "top-class confidence"
+    plot_reliability({f"network (ECE {calibration_error(raw.numpy(), y, positive):.4f})":
+                      reliability(raw.numpy(), y, positive),
+                      f"temperature {pred.temperature:.3g} (ECE {calibration_error(probs.numpy(), y, positive):.4f})":
+                      reliability(probs.numpy(), y, positive)},
+                     png, title=f"{name} {split}: {what}")
+    out["reliability_png"] = str(png)
+    if positive is not None and 0 < (y == positive).sum() < len(y):
+        png = Path(run_dir) / f"roc_pr_{tag}.png"
+        plot_roc_pr(y == positive, probs[:, positive].numpy(), pred.classes[positive],
+                    pred.threshold if pred.positive is not None else 0.5, png,
+                    title=f"{pred.name} on {name} {split}")
+        out["roc_pr_png"] = str(png)
+    return out
+
+
 # --- imbalance ----------------------------------------------------------------------------------------------
 def resolve_balance(balance: str | None, counts) -> tuple[str, str]:
     """(none|weights|sampler, why) for --balance, 'auto' (or None) decided from the training class counts."""

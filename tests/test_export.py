@@ -60,9 +60,11 @@ def test_cli_export_equals_the_runs_predictor(tmp_path, capsys):
     om = OnnxModel(info["path"])
     assert om.classes == list(p.classes) and om.preprocess == p.preprocess
     x = torch.randint(0, 256, (16, p.preprocess.channels, *p.preprocess.size), dtype=torch.uint8)
-    with torch.no_grad():
-        want = torch.softmax(p.model.cpu()(p.preprocess.normalize(x)), 1)
+    with torch.no_grad():  # the run's temperature travels inside the graph: calibrated probabilities
+        want = torch.softmax(p.model.cpu()(p.preprocess.normalize(x)) / p.temperature, 1)
+    assert p.temperature != 1.0 and om.temperature == pytest.approx(p.temperature)
     torch.testing.assert_close(torch.softmax(om.logits(x), 1), want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(p.probs(x), want, atol=1e-5, rtol=1e-4)
 
 
 def test_bad_format_is_refused(tmp_path):

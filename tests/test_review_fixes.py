@@ -63,7 +63,8 @@ def test_one_training_per_run_directory_at_a_time(tmp_path):
 def test_16_bit_and_transparent_images_are_the_same_pixels_for_every_model():
     im16 = Image.fromarray(np.array([[6400, 8192, 10000, 11776]], dtype=np.uint16)).convert("I;16")
     gray, rgb = Preprocess(1, (1, 4), (0,), (1,)), Preprocess(3, (1, 4), (0,) * 3, (1,) * 3)
-    assert gray.image(im16)[0, 0].tolist() == [25, 32, 39, 46]  # scaled to 8 bits, not clipped
+    # its own range stretched to 0-255 (as floats: resized before rounding), not squashed by 256 first
+    assert gray.image(im16)[0, 0].tolist() == [0, 85, 171, 255]
     assert (rgb.image(im16) == gray.image(im16)).all()
     clear = Image.new("LA", (4, 1), (0, 0))  # black but fully transparent: white, as the docstring says
     assert gray.image(clear).min() == 255 and rgb.image(clear).min() == 255

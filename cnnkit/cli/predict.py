@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
                    help="an unreadable image: stop, naming it (default), or report it and go on")
     p.add_argument("--save-csv", default=None, metavar="FILE", help="also write path,class,probability rows")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average over the image, its small shifts and (where the run "
+                        "trained with flips) its mirror image")
     add_weight_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -67,24 +70,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {exc}", file=sys.stderr)
 
     results = []
-    for item, top in model.predict_iter(inputs, top_k=args.top_k, batch_size=args.batch_size,
-                                        on_error=on_error if args.on_bad_image == "skip" else None):
+    rule = model.decision_text()  # a two-class run with an operating point: the class is decided by it
+    if rule and not args.json:
+        print(f"decision: {rule}", file=sys.stderr)
+    for item, top, decided in model.predict_iter(inputs, top_k=args.top_k, batch_size=args.batch_size,
+                                                 on_error=on_error if args.on_bad_image == "skip" else None,
+                                                 tta=args.tta, decisions=True):
         if top is None:
             continue
         row = {"image": str(item), "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
+        if rule:
+            row["decision"] = decided
         if not args.json:
-            print(f"{item}: " + ", ".join(f"{c} {p:.4f}" for c, p in top), flush=True)
+            print(f"{item}: " + ", ".join(f"{c} {p:.4f}" for c, p in top) + (f" -> {decided}" if rule else ""),
+                  flush=True)
         results.append(row)
     if args.save_csv:
         buf = io.StringIO()
         w = csv.writer(buf)
         k = min(args.top_k, len(model.classes))  # as many columns as each row has
-        w.writerow(["image"] + [f"{name}{i + 1}" for i in range(k) for name in ("class", "probability")])
+        w.writerow(["image"] + [f"{name}{i + 1}" for i in range(k) for name in ("class", "probability")]
+                   + (["decision"] if rule else []))
         for r in results:
-            w.writerow([r["image"]] + [v for t in r["top"] for v in (t["class"], t["probability"])])
+            w.writerow([r["image"]] + [v for t in r["top"] for v in (t["class"], t["probability"])]
+                       + ([r["decision"]] if rule else []))
         atomic_write_text(args.save_csv, buf.getvalue())
     if args.json:
-        out = {"run_dir": args.run_dir, "predictions": results}
+        out = {"run_dir": args.run_dir, "predictions": results, **({"decision_rule": rule} if rule else {})}
         if errors:
             out["unreadable"] = errors
         if args.save_csv:

@@ -269,6 +269,34 @@ def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log, 
     return mode, cache, cache.bad, cache.digests, cache
 
 
+def _grouper(source: Source, group_by: str):
+    """(items, i) → the group of item i: a column of a CSV source, else a regular expression searched in the
+    item's path relative to the data folder (its first group, or the whole match). A file it does not match is
+    one line naming it."""
+    import re
+
+    if not source.is_files:
+        raise CnnkitError(f"--group-by {group_by}: groups come from file paths or a CSV column; {source.spec} is "
+                          "an array data set (no files)")
+    columns = next(iter(source.splits.values())).columns or {}
+    if group_by in columns:
+        return lambda it, i: it.columns[group_by][i]
+    try:
+        pattern = re.compile(group_by)
+    except re.error as e:
+        cols = f" (the CSV's columns: {', '.join(columns)})" if columns else ""
+        raise CnnkitError(f"--group-by {group_by!r} is neither a column{cols} nor a regular expression ({e})") from None
+
+    def group(it, i) -> str:
+        m = pattern.search(it.keys[i])
+        if m is None:
+            raise CnnkitError(f"--group-by {group_by!r} does not match {it.keys[i]}; every file's path must name "
+                              "its group (e.g. 'patient_(\\d+)' for .../patient_017/image.png)")
+        return m.group(1) if m.groups() else m.group(0)
+
+    return group
+
+
 def file_digest(path: str) -> str:
     """A content hash of a file (BLAKE2b, 128 bits)."""
     with open(path, "rb") as f:
@@ -278,7 +306,8 @@ def file_digest(path: str) -> str:
 def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | None = None, seed: int = 0,
               on_bad_image: str = "fail", max_pixels: int | None = None, mean=None, std=None,
               download: bool = False, mode: str = "auto", manifest: dict | None = None,
-              preprocess: Preprocess | None = None, min_size: int | None = None, window=None, log=None) -> ImageData:
+              preprocess: Preprocess | None = None, min_size: int | None = None, window=None,
+              group_by: str | None = None, log=None) -> ImageData:
     """Read a data set: in memory or streamed (`mode`), split, with its preprocessing.
 
     `val_fraction` (default 0.1, 0.2 for digits) of the training images, stratified and seeded, become the
@@ -287,6 +316,8 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
     RGB `mean`/`std` (a pretrained network's) for a grayscale data set are averaged, as the RGB-summed first
     filters expect. `min_size`: with no `img_size`, images smaller than this are upsampled to it (square).
     `window` ((center, width), or "C,W"): how DICOM and 16-bit images are mapped to 8 bits (data/dicom.py).
+    `group_by` (a CSV column, or a regular expression on the file's path): the validation split cut from train
+    keeps each group (a patient) whole (`splits.group_split`).
 
     >>> data = load_data('digits')
     >>> data.describe()
@@ -322,13 +353,16 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
     mode, store, bad_rows, digests, cache = _store(source, pixels, mode, max_pixels, log, fingerprint)
 
     # every item: its source split, key, label, row in the store; the unreadable ones set aside
-    origin, keys, labels, paths, rows, skipped = [], [], [], [], [], []
+    origin, keys, labels, paths, rows, skipped, groups = [], [], [], [], [], [], []
+    group_of = _grouper(source, group_by) if group_by and manifest is None else None
     row = 0
     for name, it in source.splits.items():
         for i in range(len(it)):
             if row in bad_rows:
                 skipped.append(BadImage(it.paths[i] if it.paths else f"{name}:{i}", bad_rows[row]))
             else:
+                if group_of is not None:
+                    groups.append(group_of(it, i))
                 origin.append(name)
                 keys.append(it.key(i))
                 labels.append(int(it.y[i]))
@@ -358,7 +392,16 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
     if manifest is not None:
         assignment, info = from_manifest(manifest, source, origin, keys, fingerprints, file_stats)
     else:
-        assignment, info = assign(source, origin_a, labels_a, val_fraction, seed, spec)
+        groups_a = np.array(groups, dtype=object) if group_of is not None else None
+        assignment, info = assign(source, origin_a, labels_a, val_fraction, seed, spec, groups=groups_a)
+        if groups_a is not None:
+            info["group_by"] = group_by
+            info["groups"] = {k: int(len(set(groups_a[v]))) for k, v in assignment.items()}
+            shared = set(groups_a[assignment["train"]]) & set().union(
+                *(set(groups_a[v]) for k, v in assignment.items() if k != "train"))
+            if shared:  # the source's own val/ or test/ folder: its split, kept, but said
+                print(f"warning: --group-by {group_by}: {len(shared)} group(s) have images in train and in the "
+                      f"data's own val/test folders; move them so that each group is on one side", file=log)
 
     def make(sel: np.ndarray) -> Split:
         y = torch.from_numpy(labels_a[sel])

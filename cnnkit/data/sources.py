@@ -37,6 +37,7 @@ class Items:
     x: np.ndarray | None = None  # uint8 N×C×H×W (array sources)
     paths: list[str] | None = None  # absolute paths (file sources)
     keys: list[str] | None = None
+    columns: dict[str, list[str]] | None = None  # a CSV's other columns, by header name (for --group-by)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -259,7 +260,7 @@ def load_csv_source(path: Path, spec: str) -> Source:
     """Rows of `path,label` (a header row is allowed); paths relative to the CSV file's folder."""
     if not path.is_file():
         raise CnnkitError(f"{spec}: no such file")
-    rows = []
+    rows, extra, header = [], [], None
     try:
         with open(path, newline="", encoding="utf-8") as f:
             for i, row in enumerate(csv.reader(f)):
@@ -268,8 +269,10 @@ def load_csv_source(path: Path, spec: str) -> Source:
                 if len(row) < 2:
                     raise CnnkitError(f"{path}, line {i + 1}: expected 'path,label', got {','.join(row)!r}")
                 if i == 0 and row[0].strip().lower() in ("path", "file", "filename", "image"):
+                    header = [c.strip() for c in row]
                     continue
                 rows.append((str((path.parent / row[0].strip()).resolve()), row[1].strip()))
+                extra.append([c.strip() for c in row[2:]])
     except UnicodeDecodeError:
         raise CnnkitError(f"{path} is not a UTF-8 text file of 'path,label' rows") from None
     if not rows:
@@ -284,6 +287,8 @@ def load_csv_source(path: Path, spec: str) -> Source:
         raise CnnkitError(f"{path} names only {len(classes)} class ({classes[0]}); a classifier needs at least 2")
     index = {c: i for i, c in enumerate(classes)}
     items = _file_items([p for p, _ in rows], [index[lbl] for _, lbl in rows], path.parent.resolve())
+    if header and len(header) > 2:  # named extra columns (a patient ID for --group-by, …)
+        items.columns = {name: [r[j] if j < len(r) else "" for r in extra] for j, name in enumerate(header[2:])}
     return Source(path.stem, "csv", spec, classes, {"train": items}, root=str(path.parent.resolve()),
                   flips=None, flips_reason=_UNKNOWN_FLIPS)
 

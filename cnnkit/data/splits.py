@@ -43,9 +43,34 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
+def group_split(y: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) with no group on both sides, classes stratified as far as the groups allow: the first
+    fold of scikit-learn's StratifiedGroupKFold with round(1/fraction) folds, shuffled by `seed`.
+
+    >>> y = np.array([0, 0, 1, 1] * 5); g = np.repeat(np.arange(10), 2)
+    >>> tr, va = group_split(y, g, 0.2, seed=0)
+    >>> set(g[tr]) & set(g[va]), len(va)
+    (set(), 4)
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    folds = max(2, round(1 / fraction))
+    if n_groups < folds:
+        raise CnnkitError(f"--group-by: only {n_groups} groups, too few for a validation split of {fraction:g} "
+                          f"(it needs at least {folds}); lower --val-fraction's inverse, or give a val/ folder")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the least populated class has only N members": stratified as possible
+        tr, va = next(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(y, y, groups))
+    return np.sort(tr), np.sort(va)
+
+
 def assign(source: Source, origin: np.ndarray, labels: np.ndarray, val_fraction, seed: int,
-            spec: str) -> tuple[dict[str, np.ndarray], dict]:
-    """The source's own splits, with a stratified, seeded validation split cut from train when it has none."""
+           spec: str, groups: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """The source's own splits, with a stratified, seeded validation split cut from train when it has none
+    (`groups`: one per item; no group then straddles train and validation)."""
     out = {name: np.flatnonzero(origin == name) for name in ("train", "val", "test") if name in source.splits}
     info: dict = {}
     if "val" not in out:
@@ -56,7 +81,10 @@ def assign(source: Source, origin: np.ndarray, labels: np.ndarray, val_fraction,
         tr = out["train"]
         if len(tr) < 4:
             raise CnnkitError(f"{spec}: only {len(tr)} training images; a train/validation split needs more")
-        ti, vi = stratified_split(labels[tr], fraction, split_seed)
+        if groups is not None:
+            ti, vi = group_split(labels[tr], groups[tr], fraction, split_seed)
+        else:
+            ti, vi = stratified_split(labels[tr], fraction, split_seed)
         if len(vi) == 0:
             raise CnnkitError(f"{spec}: too few images per class for a validation split (each class keeps at "
                               "least one training image); add images, or give a val/ folder")
@@ -125,5 +153,5 @@ def from_manifest(manifest: dict, source: Source, origin: list, keys: list, fing
     out = {}
     for name, parts in saved.items():
         out[name] = np.array(sorted(where[(o, k)] for o, ks in parts.items() for k in ks), dtype=np.int64)
-    info = {k: manifest[k] for k in ("val_fraction", "split_seed") if k in manifest}
+    info = {k: manifest[k] for k in ("val_fraction", "split_seed", "group_by", "groups") if k in manifest}
     return {k: out[k] for k in ("train", "val", "test") if k in out}, info

@@ -92,10 +92,11 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
     def save(fig, name: str) -> None:
         files.append(str(plots.save_png(fig, out / name)))
 
-    # Grad-CAM first: it also gives the prediction
-    g = gradcam(sub.model, x, target_idx)
-    probs = g.probs[0]
-    pred = int(probs.argmax())
+    # the prediction as predict gives it (calibrated; a two-class run decides at its operating point), then
+    # Grad-CAM for that class unless --target names another
+    probs = sub.probs(torch.from_numpy(img)[None])[0]
+    pred = int(sub.decide(probs[None])[0])
+    g = gradcam(sub.model, x, pred if target_idx is None else target_idx)
     tgt = g.target[0]
     top = probs.topk(min(5, len(probs)))
     cam_title = (f"{label}: Grad-CAM at {g.layer} for class '{sub.classes[tgt]}' (p = {float(probs[tgt]):.3f})"

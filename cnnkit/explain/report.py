@@ -105,6 +105,44 @@ def _worst(tm, val, probs: torch.Tensor, n: int) -> tuple[list[dict], list[dict]
     return items, rows
 
 
+def _decision_section(tm, run_dir: Path, ds, split: str, probs: torch.Tensor, tag: str) -> str:
+    """Class balance, calibration (temperature, ECE, reliability diagram) and, for two classes, the operating point
+    with its rates and 95% CIs, and the ROC and PR curves marked with it."""
+    from ..decision import binary_report, calibration_error, decision_plots
+
+    y = ds.split(split).y.numpy()
+    counts = torch.bincount(ds.train.y.cpu(), minlength=len(tm.classes)).tolist()
+    n = max(sum(counts), 1)
+    positive = tm.positive if tm.positive is not None else (1 if len(tm.classes) == 2 else None)
+    raw = torch.softmax(torch.log(probs.clamp_min(1e-38)) * tm.temperature, 1)
+    balance = tm.meta.get("train", {}).get("balance", "none")
+    out = ["<section><h2>Decision and calibration</h2>"]
+    share = ", ".join(f"{html.escape(c)} {k / n:.1%}" for c, k in zip(tm.classes, counts))
+    out.append(f'<p class="note">Training classes: {share} ({n:,} images); balance: {html.escape(str(balance))}.'
+               + (f" Prevalence of {html.escape(tm.classes[positive])} in {split}: {float((y == positive).mean()):.1%}."
+                  if positive is not None and len(y) else "") + "</p>")
+    cal = tm.meta.get("calibration", {})
+    out.append(f'<p class="note">Temperature {tm.temperature:.3g} ({html.escape(str(cal.get("method", "none")))}, '
+               f'fitted on {html.escape(str(cal.get("fitted_on", "-")))}). Expected calibration error on {split}: '
+               f"{calibration_error(raw.numpy(), y, positive):.4f} for the network, "
+               f"{calibration_error(probs.numpy(), y, positive):.4f} after temperature scaling.</p>")
+    plots_ = decision_plots(tm, run_dir, f"{split}{tag}", y, probs, raw, positive, ds.name, split)
+    if positive is not None and 0 < (y == positive).sum() < len(y):
+        b = binary_report(y, probs.numpy(), positive, tm.threshold if tm.positive is not None else 0.5)
+        rule = (tm.meta.get("decision") or {}).get("rule", "argmax")
+        out.append(f'<p class="note">Operating point: <b>{html.escape(tm.classes[positive])}</b> when its probability '
+                   f"is at least {b['threshold']:.4g} ({html.escape(rule)}, chosen on the validation split).</p>")
+        rows = "".join(f"<tr><td>{k}</td><td>{'-' if b[k] is None else f'{b[k]:.4f}'}</td><td>"
+                       f"{'-' if not b['ci95'].get(k) else '{:.4f} – {:.4f}'.format(*b['ci95'][k])}</td></tr>"
+                       for k in ("sensitivity", "specificity", "ppv", "npv", "f1", "balanced_accuracy"))
+        out.append(f"<table><tr><th>{split}</th><th>value</th><th>95% CI (bootstrap)</th></tr>{rows}</table>")
+        out.append(f'<p class="note">ROC-AUC {b["roc_auc"]:.4f}, PR-AUC {b["pr_auc"]:.4f}.</p>')
+        out.append(_img(Path(plots_["roc_pr_png"]).read_bytes(), "ROC and PR curves with the operating point"))
+    out.append(_img(Path(plots_["reliability_png"]).read_bytes(), "reliability diagram"))
+    out.append("</section>")
+    return "".join(out)
+
+
 def write_report(run_dir: str | Path, data=None) -> Path:
     """Build `report.html` in `run_dir` and return its path. `data`: a data spec, or an already loaded
     `ImageData` (what `cnnkit.train` has in hand), or None for the spec in model.json."""
@@ -136,9 +174,10 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     name = meta["model"]["name"]
     split = "test" if "test" in ds.splits else "val"
     probs = tm.probs_split(ds.split(split))
-    rep = classification_report(ds.split(split).y.numpy(), probs.numpy(), tm.classes, top_k=5)
+    rep = classification_report(ds.split(split).y.numpy(), probs.numpy(), tm.classes, top_k=5,
+                                y_pred=tm.decide(probs).numpy())
     val_probs = probs if split == "val" else tm.probs_split(ds.val)
-    val_acc = float((val_probs.argmax(1) == ds.val.y).float().mean()) if len(ds.val) else float("nan")
+    val_acc = float((tm.decide(val_probs) == ds.val.y).float().mean()) if len(ds.val) else float("nan")
 
     parts: list[str] = []
     # --- facts
@@ -194,6 +233,8 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     if extra:
         parts.append(f'<p class="note">{html.escape(", ".join(extra))}</p>')
     parts.append("</section>")
+
+    parts.append(_decision_section(tm, run_dir, ds, split, probs, tag))
 
     # --- worst-classified validation images
     items, worst_rows = _worst(tm, ds.val, val_probs, N_WORST)

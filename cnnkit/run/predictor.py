@@ -195,9 +195,9 @@ class Predictor:
 
     def decision_text(self) -> str | None:
         """'Shirt when p ≥ 0.231 (sensitivity=0.95)', for two-class runs with an operating point."""
-        if self.positive is None:
+        rule = (self.meta.get("decision") or {}).get("rule", "argmax")
+        if self.positive is None or rule == "argmax":  # argmax: the top class is the decision
             return None
-        rule = (self.meta.get("decision") or {}).get("rule", "")
         return f"{self.classes[self.positive]} when p >= {self.threshold:.4g}" + (f" ({rule})" if rule else "")
 
     def top(self, probs: torch.Tensor, top_k: int = 1) -> list[list[tuple[str, float]]]:

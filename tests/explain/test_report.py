@@ -35,12 +35,12 @@ def test_report_is_self_contained_and_right(digits_run):
     doc = path.read_text(encoding="utf-8")
     # nothing outside the file: every src is an embedded PNG, no links, scripts or remote URLs
     srcs = re.findall(r'src="([^"]*)"', doc)
-    assert len(srcs) == 7 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert len(srcs) == 8 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert not re.search(r"<link|<script|<iframe|url\(|https?://", doc, re.I)
     pngs = embedded_pngs(doc)
-    assert len(pngs) == 7 and all(im.format == "PNG" and im.width >= 300 and im.height >= 150 for im in pngs)
+    assert len(pngs) == 8 and all(im.format == "PNG" and im.width >= 300 and im.height >= 150 for im in pngs)
     for section in ("Model summary", "Training curves", "Confusion matrix", "Worst-classified validation images",
-                    "First-layer filters", "Sample feature maps"):
+                    "First-layer filters", "Sample feature maps", "Decision and calibration"):
         assert section in doc
     # the numbers are evaluate's (digits has no test split: val)
     ev = cnnkit.evaluate(digits_run, plot=False)
@@ -52,7 +52,7 @@ def test_report_is_self_contained_and_right(digits_run):
     tm = cnnkit.load_model(digits_run)
     val = cnnkit.load_data("digits", img_size=16, seed=0).val
     with torch.no_grad():
-        probs = torch.softmax(tm.model(tm.prepare(val.x)), 1)
+        probs = torch.softmax(tm.model(tm.prepare(val.x)) / tm.temperature, 1)  # calibrated, as everywhere
     loss = -torch.log(probs[torch.arange(len(val.y)), val.y])
     want = torch.argsort(loss, descending=True)[:8].tolist()
     worst = info["worst"]
@@ -122,7 +122,7 @@ def test_report_renders_in_headless_chromium(digits_run, chromium, tmp_path):
             ctx.close()
     assert problems == []
     assert all(u.startswith(("file:", "data:")) for u in requests), requests  # nothing fetched from a network
-    assert len(widths) == 7 and all(w >= 300 for w in widths)
+    assert len(widths) == 8 and all(w >= 300 for w in widths)
     assert "simplecnn on digits" in body and "Worst-classified validation images" in body
     assert height > 3000  # the whole report laid out, not an empty page
     im = np.asarray(Image.open(shot).convert("RGB")).astype(np.uint32)
