@@ -4,8 +4,8 @@ A `.dcm` (or `.dicom`) file becomes a PIL image like any PNG, so everything afte
 `Preprocess`, predict, explain) is the same code:
 - grayscale (MONOCHROME1/2, 8–16 bits): stored values → the modality LUT (RescaleSlope/Intercept, pydicom's
   `apply_modality_lut`) → a window: `--window C,W` if given, else the file's own VOI LUT or first
-  WindowCenter/Width (pydicom's `apply_voi_lut`), else the image's own range (min to max, what DICOM-to-PNG
-  converters do) → display values 0–255 as a float image ("F", marked `windowed`), so that resizing happens
+  WindowCenter/Width (pydicom's `apply_voi_lut`), else the whole range its stored bits hold (BitsStored, through
+  the rescale; the same for every image, so brightness still means something) → display values 0–255 as a float image ("F", marked `windowed`), so that resizing happens
   before anything is rounded to 8 bits; MONOCHROME1 (bright = low values, common for CR) is inverted;
 - colour (RGB, YBR converted by pydicom, PALETTE COLOR through its LUT): 8-bit RGB.
 Refused with one line naming the file: no pixel data, more than one frame, a compressed transfer syntax whose
@@ -179,13 +179,24 @@ def display_values(arr: np.ndarray, ds, window: tuple[float, float] | None = Non
         out = apply_voi_lut(values, ds, index=0)
         lo, hi = _voi_range(ds, values)
         shown = (np.asarray(out, np.float64) - lo) / max(hi - lo, 1e-12) * 255.0
-    else:
-        lo, hi = float(values.min()), float(values.max())
+    else:  # no window in the file: the whole range its stored bits can hold, the same for every image
+        lo, hi = _stored_range(ds)
         shown = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
     shown = np.clip(shown, 0.0, 255.0)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         shown = 255.0 - shown
     return shown
+
+
+def _stored_range(ds) -> tuple[float, float]:
+    """The lowest and highest value BitsStored allows (signed or not), through the modality LUT (rescale)."""
+    from pydicom.pixels import apply_modality_lut
+
+    bits = int(getattr(ds, "BitsStored", 0) or getattr(ds, "BitsAllocated", 16) or 16)
+    signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
+    ends = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2 ** bits - 1], dtype=np.int64)
+    out = np.asarray(apply_modality_lut(ends, ds), dtype=np.float64)
+    return float(out.min()), float(out.max())
 
 
 def _linear_window(values: np.ndarray, center: float, width: float) -> np.ndarray:

@@ -117,7 +117,8 @@ class TrainConfig:
                                metavar="PX")
     window: str | None = opt(None, "CENTER,WIDTH: how DICOM and 16-bit images become 8-bit pixels (DICOM's linear "
                              "window, e.g. 40,400 for CT soft tissue); None: a DICOM file's own window (its VOI LUT "
-                             "or WindowCenter/Width), else each image's own min to max", metavar="C,W")
+                             "or WindowCenter/Width) or else the range its BitsStored hold; a 16-bit PNG/TIFF (no such tags): each image's own "
+                             "min to max, so give --window when brightness must compare across images", metavar="C,W")
     val_fraction: float | None = opt(None, "the share of the training images held out for validation when the data "
                                      "has no validation split; None: 0.1 (0.2 for digits)", metavar="F")
     seed: int = opt(0, "everything random (split, init, shuffling, augmentation, dropout) follows from it")
