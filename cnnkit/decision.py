@@ -170,8 +170,8 @@ def choose_threshold(is_pos, p_pos, rule: str) -> dict:
     elif name == "f1":
         prec, rec, t = precision_recall_curve(y, p)
         f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0)[:-1]
-        best = float(t[int(np.argmax(f1))])
-        return {"rule": "f1", "threshold": round(best, 6), "val": rates(y, p, best)}
+        best = _between(p, float(t[int(np.argmax(f1))]))
+        return {"rule": "f1", "threshold": best, "val": rates(y, p, best)}
     elif name == "sensitivity":
         ok = np.flatnonzero((tpr >= target - 1e-12) & (fpr < 1))  # calling everything positive is no test
         if len(ok) == 0:
@@ -188,9 +188,16 @@ def choose_threshold(is_pos, p_pos, rule: str) -> dict:
                               f"reaches specificity {target:g} while finding any positive; the highest it reached "
                               f"was {best:.3f}. Lower the target, or give a larger validation split")
         i = int(ok[-1])  # the lowest such threshold: the best sensitivity
-    t = float(thr[i])
-    return {"rule": f"{name}={target:g}" if target is not None else name, "threshold": round(t, 6),
-            "val": rates(y, p, t)}
+    t = _between(p, float(thr[i]))
+    return {"rule": f"{name}={target:g}" if target is not None else name, "threshold": t, "val": rates(y, p, t)}
+
+
+def _between(p: np.ndarray, score: float) -> float:
+    """A threshold that calls positive exactly the images scoring at least `score`, halfway down to the next lower
+    score: the same decisions on validation, and no image sits on the boundary (a rounding in another engine,
+    ONNX against eager, cannot flip it)."""
+    below = p[p < score]
+    return float((score + below.max()) / 2) if below.size else float(score / 2)
 
 
 def bootstrap_ci(is_pos, pred_pos, n_resamples: int = BOOTSTRAP, seed: int = 0) -> dict:
