@@ -91,8 +91,11 @@ def resume(run_dir: str | Path, *, data: str | None = None, epochs: int | None =
     if not run_dir.is_dir():
         raise CnnkitError(f"--resume {run_dir}: no such run directory")
     state = fmt.load_state(run_dir / fmt.STATE)
+    saved = dict(state["config"]) if isinstance(state.get("config"), dict) else state["config"]
+    if isinstance(saved, dict):
+        saved.setdefault("balance", "none")  # a run from before --balance trained without any: it goes on so
     try:
-        cfg = TrainConfig.from_dict(state["config"])
+        cfg = TrainConfig.from_dict(saved)
     except (TypeError, ValueError) as e:
         raise CnnkitError(f"{run_dir / fmt.STATE}: its 'config' is malformed ({e})") from None
     changes = {k: v for k, v in (("data", data), ("epochs", epochs), ("device", device), ("patience", patience),
