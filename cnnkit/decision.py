@@ -67,40 +67,37 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
     return round(min(max(t, 0.05), 20.0), 6) if math.isfinite(t) else 1.0
 
 
+def _confidence(probs, y, positive: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, hit) per image: the positive class's probability and whether the image is positive (two
+    classes), else the top class's probability and whether it is right."""
+    probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
+    if positive is not None:
+        return probs[:, positive], (y == positive).astype(np.float64)
+    return probs.max(1), (probs.argmax(1) == y).astype(np.float64)
+
+
+def _bins(conf: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bin of each confidence: (a, b] bins, 0 in the first (torchmetrics' binning)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+
+
 def calibration_error(probs, y, positive: int | None = None, bins: int = ECE_BINS) -> float:
     """Expected calibration error (L1, equal-width bins). Two classes with `positive`: the positive class's
     probability against how often the image is positive (torchmetrics' BinaryCalibrationError); otherwise the
     top class's probability against whether it is right (MulticlassCalibrationError)."""
-    probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
-    if positive is not None:
-        conf, hit = probs[:, positive], (y == positive).astype(np.float64)
-    else:
-        conf, hit = probs.max(1), (probs.argmax(1) == y).astype(np.float64)
-    return round(float(_ece(conf, hit, bins)), 6)
-
-
-def _ece(conf: np.ndarray, hit: np.ndarray, bins: int) -> float:
-    if len(conf) == 0:
+    r = reliability(probs, y, positive, bins)
+    n = sum(r["count"])
+    if n == 0:
         return float("nan")
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)  # (a, b] bins, 0 in the first
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.mean() * abs(conf[m].mean() - hit[m].mean())
-    return total
+    return round(float(sum(k / n * abs(c - f) for c, f, k in zip(r["confidence"], r["frequency"], r["count"]) if k)),
+                 6)
 
 
 def reliability(probs, y, positive: int | None = None, bins: int = ECE_BINS) -> dict:
     """Per bin: mean confidence, observed frequency, count (the reliability diagram's points)."""
-    probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
-    if positive is not None:
-        conf, hit = probs[:, positive], (y == positive).astype(np.float64)
-    else:
-        conf, hit = probs.max(1), (probs.argmax(1) == y).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+    conf, hit = _confidence(probs, y, positive)
+    idx = _bins(conf, bins)
     out = {"confidence": [], "frequency": [], "count": []}
     for b in range(bins):
         m = idx == b

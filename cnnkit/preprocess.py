@@ -107,7 +107,7 @@ class Preprocess:
     # --- pixels ------------------------------------------------------------------------------------------
     def image(self, im) -> np.ndarray:
         """A PIL image or a uint8 array (C×H×W, H×W or H×W×C) → uint8 C×H×W at this channels and size."""
-        from PIL import Image, ImageOps
+        from PIL import Image
 
         if isinstance(im, np.ndarray):
             im = _array_to_pil(im)
@@ -117,21 +117,14 @@ class Preprocess:
             return self._high_bit(im)
         if im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info:  # transparent → white
             im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
-        im = im.convert("L" if self.channels == 1 else "RGB")
-        h, w = self.size
-        fw, fh = self.fit_size()
-        if im.size != (fw, fh):
-            im = ImageOps.fit(im, (fw, fh), method=Image.Resampling.BILINEAR)
-        if (fw, fh) != (w, h):  # the centre crop
-            left, top = (fw - w) // 2, (fh - h) // 2
-            im = im.crop((left, top, left + w, top + h))
+        im = self._fit_crop(im.convert("L" if self.channels == 1 else "RGB"))
         a = np.asarray(im, dtype=np.uint8)
         return a[None].copy() if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
     def _high_bit(self, im) -> np.ndarray:
         """A 16/32-bit grayscale image, or a DICOM's display values: windowed to 0–255 as floats (`window`, else
         a DICOM's own window, else the image's min to max), resized and cropped as floats, then rounded."""
-        from PIL import Image, ImageOps
+        from PIL import Image
 
         if not (im.mode == "F" and im.info.get("windowed")):  # a DICOM was windowed when read (data/dicom.py)
             a = np.asarray(im, dtype=np.float64)
@@ -143,15 +136,22 @@ class Preprocess:
                 lo, hi = float(a.min()), float(a.max())
                 a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
             im = Image.fromarray(np.clip(a, 0, 255).astype(np.float32), "F")
+        im = self._fit_crop(im)
+        a = np.clip(np.rint(np.asarray(im, dtype=np.float32)), 0, 255).astype(np.uint8)
+        return np.repeat(a[None], self.channels, axis=0)
+
+    def _fit_crop(self, im):
+        """The shorter side resized to the target (or target/crop), then the centre crop."""
+        from PIL import Image, ImageOps
+
         h, w = self.size
         fw, fh = self.fit_size()
         if im.size != (fw, fh):
             im = ImageOps.fit(im, (fw, fh), method=Image.Resampling.BILINEAR)
-        if (fw, fh) != (w, h):
+        if (fw, fh) != (w, h):  # the centre crop
             left, top = (fw - w) // 2, (fh - h) // 2
             im = im.crop((left, top, left + w, top + h))
-        a = np.clip(np.rint(np.asarray(im, dtype=np.float32)), 0, 255).astype(np.uint8)
-        return np.repeat(a[None], self.channels, axis=0)
+        return im
 
     def load(self, path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
         """An image file → uint8 C×H×W, read safely (a bad file raises BadImagesError naming it)."""

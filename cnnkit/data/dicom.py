@@ -70,9 +70,13 @@ def _pydicom():
 
 def _read(path: str, pixels: bool):
     """The dataset (pixel data deferred unless `pixels`), or DicomError saying why not."""
+    import warnings
+
     pydicom = _pydicom()
     try:
-        return pydicom.dcmread(path, defer_size=None if pixels else 1024)
+        with warnings.catch_warnings():  # pydicom's warnings can quote element values: never printed
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(path, defer_size=None if pixels else 1024)
     except FileNotFoundError:
         raise
     except pydicom.errors.InvalidDicomError:
@@ -156,8 +160,12 @@ def read(path: str, max_pixels: int, window: tuple[float, float] | None = None):
 
     ds = _read(path, pixels=True)
     mode, _ = _check(ds, max_pixels)
+    import warnings
+
     try:
-        arr = ds.pixel_array
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array
     except (RuntimeError, NotImplementedError, ValueError, AttributeError, TypeError) as e:
         first = " ".join(str(e).split())[:240] or type(e).__name__
         raise DicomError(f"its pixel data cannot be decoded ({first})") from None
