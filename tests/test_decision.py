@@ -94,7 +94,8 @@ def test_bootstrap_intervals_agree_with_the_normal_approximation():
 
 
 def test_balance_choice_and_weights():
-    assert decision.resolve_balance("auto", [900, 100])[0] == "sampler"  # 10%: under a quarter
+    assert decision.resolve_balance("auto", [900, 100])[0] == "weights"  # 10%: under a quarter
+    assert decision.resolve_balance("auto", [900, 100], "sensitivity=0.9")[0] == "none"  # the threshold balances
     assert decision.resolve_balance("auto", [700, 300])[0] == "none"
     assert decision.resolve_balance("sampler", [700, 300])[0] == "sampler"
     w = decision.class_weights([900, 100])
@@ -136,7 +137,7 @@ def test_a_screening_run_keeps_its_threshold_and_temperature(screening_run, thre
     d, cal = meta["decision"], meta["calibration"]
     assert d["positive"] == "three" and d["rule"] == "sensitivity=0.95"  # the rarer class by default
     assert d["val"]["sensitivity"] >= 0.95 and 0 < d["threshold"] < 1
-    assert meta["train"]["balance"] == "sampler"  # auto: 10% prevalence
+    assert meta["train"]["balance"] == "none"  # auto with an operating point: the threshold does the balancing
     assert cal["temperature"] > 0 and cal["ece_after"] <= cal["ece_before"]
     # validation's numbers recomputed from the saved model: the threshold gives the sensitivity saved with it
     pred = cnnkit.load_model(screening_run)

@@ -88,10 +88,10 @@ class TrainConfig:
                                "chosen on the validation split and saved with the model: argmax (0.5), youden, f1, "
                                "sensitivity=0.95 (a screening test), specificity=0.95", metavar="RULE")
     balance: str = opt("auto", "class imbalance: weights (the loss weighs each class alike), sampler (batches drawn "
-                       "with each class equally likely), none; auto: sampler when the rarest class has under half of "
-                       "an even share of train (binary: under 1 in 4), else none (bench/binary.py measured the "
-                       "three at a prevalence of one in ten)", choices=("auto", "none", "weights",
-                                                                                         "sampler"))
+                       "with each class equally likely), none; auto: none when an operating point is chosen on "
+                       "validation (its threshold balances the decision), else weights when the rarest class has "
+                       "under half of an even share of train (binary: under 1 in 4); measured in bench/binary.py",
+                       choices=("auto", "none", "weights", "sampler"))
     calibrate: bool = opt(True, "fit a temperature on the validation split after training (Guo et al. 2017), so "
                           "probabilities mean what they say; saved with the model and used everywhere")
     group_by: str | None = opt(None, "keep each group (a patient) on one side of the train/validation split: a "

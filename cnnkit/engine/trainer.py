@@ -120,7 +120,7 @@ class Trainer:
         self.scheduler = self._make_scheduler()
         # class imbalance (cnnkit.decision): --balance auto decided from the training class counts
         counts = torch.bincount(data.train.y.cpu(), minlength=len(data.classes))
-        balance, self.balance_reason = resolve_balance(self.cfg.balance, counts.tolist())
+        balance, self.balance_reason = resolve_balance(self.cfg.balance, counts.tolist(), self.cfg.operating_point)
         self.cfg = self.cfg.replace(balance=balance)
         self.class_counts = counts
         weight = class_weights(counts).to(self.device) if balance == "weights" else None
