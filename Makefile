@@ -50,6 +50,7 @@ bench: $(BENCH)
 	$(BIN)/python bench/data_scale.py
 	$(BIN)/python bench/finetune.py --select
 	$(BIN)/python bench/finetune.py
+	$(BIN)/python bench/binary.py --seeds 0 1 2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
