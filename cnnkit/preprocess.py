@@ -153,11 +153,13 @@ class Preprocess:
             im = im.crop((left, top, left + w, top + h))
         return im
 
-    def load(self, path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
-        """An image file → uint8 C×H×W, read safely (a bad file raises BadImagesError naming it)."""
+    def load(self, path: str | os.PathLike, *, max_pixels: int | None = None, data: bytes | None = None) -> np.ndarray:
+        """An image file → uint8 C×H×W, read safely (a bad file raises BadImagesError naming it). `data`: the
+        file's bytes, decoded in memory (an upload; `path` then only names it)."""
         from .data.images import open_image
 
-        return self.image(open_image(path, max_pixels=max_pixels, draft=self.draft_size(), window=self.window))
+        return self.image(open_image(path, max_pixels=max_pixels, draft=self.draft_size(), window=self.window,
+                                     data=data))
 
     def fit_size(self) -> tuple[int, int]:
         """(W, H) the image is resized to before the centre crop: the size itself, or size/crop."""

@@ -5,6 +5,7 @@ A corrupt, truncated or non-image file, or one over the pixel limit (a decompres
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ MAX_PIXELS = 40_000_000  # refuse larger images (decompression bombs); 40 MP is 
 class BadImage:
     path: str
     reason: str
+    kind: str = "corrupt"  # "format": not an image at all; "size": over the pixel limit; "corrupt": the rest
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
@@ -41,20 +43,22 @@ class BadImagesError(CnnkitError):
         super().__init__(f"{len(self.bad)} unreadable image(s): {shown}{more}.{hint}")
 
 
-def _checked(path: str, max_pixels: int | None, use: Callable[[Image.Image], T], check_name: bool = False) -> T:
-    """Open `path`, refuse it over the pixel limit, and return `use(image)`; every failure is a BadImagesError
-    naming the file and the reason."""
+def _checked(path: str, max_pixels: int | None, use: Callable[[Image.Image], T], check_name: bool = False,
+             data: bytes | None = None) -> T:
+    """Open `path` (or, with `data`, those bytes, `path` only naming them), refuse it over the pixel limit, and
+    return `use(image)`; every failure is a BadImagesError naming the file and the reason. Bytes are recognised
+    by their content (a DICOM by its 'DICM' preamble), never by a name."""
     max_pixels = max_pixels or MAX_PIXELS
-    if dicom.is_dicom(path):
-        return _checked_dicom(path, max_pixels, use, check_name)
+    if (data[128:132] == b"DICM") if data is not None else dicom.is_dicom(path):
+        return _checked_dicom(path, max_pixels, use, check_name, data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(data) if data is not None else path) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise BadImagesError([BadImage(path, f"{w}x{h} = {w * h:,} pixels is over the limit of "
-                                                          f"{max_pixels:,} (a decompression bomb?)")])
+                                                          f"{max_pixels:,} (a decompression bomb?)", "size")])
                 return use(im)
     except BadImagesError:
         raise
@@ -63,20 +67,21 @@ def _checked(path: str, max_pixels: int | None, use: Callable[[Image.Image], T],
     except IsADirectoryError:
         raise BadImagesError([BadImage(path, "is a directory")]) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImagesError([BadImage(path, f"over the pixel limit ({e})")]) from None
+        raise BadImagesError([BadImage(path, f"over the pixel limit ({e})", "size")]) from None
     except Image.UnidentifiedImageError:
-        raise BadImagesError([BadImage(path, "not an image file (unknown format)")]) from None
+        raise BadImagesError([BadImage(path, "not an image file (unknown format)", "format")]) from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated data, bad headers, broken chunks
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BadImagesError([BadImage(path, f"corrupt or truncated ({first})")]) from None
 
 
-def _checked_dicom(path: str, max_pixels: int, use: Callable, check_name: bool = False) -> T:
+def _checked_dicom(path: str, max_pixels: int, use: Callable, check_name: bool = False,
+                   data: bytes | None = None) -> T:
     """`_checked` for a DICOM file: `use` gets a DicomFile (its header, or its pixels on demand)."""
     try:
-        return use(DicomFile(path, max_pixels, check_name))
+        return use(DicomFile(path, max_pixels, check_name, data))
     except dicom.DicomError as e:
-        raise BadImagesError([BadImage(path, str(e))]) from None
+        raise BadImagesError([BadImage(path, str(e), "size" if "over the limit" in str(e) else "corrupt")]) from None
     except FileNotFoundError:
         raise BadImagesError([BadImage(path, "no such file")]) from None
     except IsADirectoryError:
@@ -89,23 +94,31 @@ class DicomFile:
     path: str
     max_pixels: int
     check_name: bool = False  # refuse a path holding the patient's name (data for a run; not predict's inputs)
+    data: bytes | None = None  # the file's bytes, when it was uploaded rather than found on disk
+
+    def _source(self):
+        return io.BytesIO(self.data) if self.data is not None else self.path
 
     def __post_init__(self):
-        self.mode, self.size = dicom.header(self.path, self.max_pixels, check_name=self.check_name)
+        self.mode, self.size = dicom.header(self._source(), self.max_pixels,
+                                            check_name=self.check_name and self.data is None)
 
     def pixels(self, window=None) -> Image.Image:
-        return dicom.read(self.path, self.max_pixels, window)
+        return dicom.read(self._source(), self.max_pixels, window)
 
 
 def open_image(path: str | os.PathLike, *, max_pixels: int | None = None,
-               draft: tuple[int, int] | None = None, window: tuple[float, float] | None = None) -> Image.Image:
+               draft: tuple[int, int] | None = None, window: tuple[float, float] | None = None,
+               data: bytes | None = None) -> Image.Image:
     """Open, check and fully decode an image; EXIF orientation applied. Raises BadImagesError.
+
+    `data`: decode these bytes (an upload, kept in memory) instead of reading `path`, which then only names them.
 
     `draft` (W, H): a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8) that stays at least this size
     (see cnnkit.preprocess). A DICOM file is read by `dicom.read` (grayscale as windowed float display values;
     `window` (center, width) overrides the file's own)."""
-    if dicom.is_dicom(path):
-        return _checked(str(path), max_pixels, lambda f: f.pixels(window))
+    if (data[128:132] == b"DICM") if data is not None else dicom.is_dicom(path):
+        return _checked(str(path), max_pixels, lambda f: f.pixels(window), data=data)
 
     def decode(im: Image.Image) -> Image.Image:
         if draft is not None and im.format == "JPEG":
@@ -113,7 +126,7 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = None,
         im.load()  # decodes everything: a truncated file fails here
         return ImageOps.exif_transpose(im).copy()
 
-    return _checked(str(path), max_pixels, decode)
+    return _checked(str(path), max_pixels, decode, data=data)
 
 
 def _draft_request(im: Image.Image, target: tuple[int, int]) -> tuple[int, int]:

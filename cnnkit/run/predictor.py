@@ -144,6 +144,11 @@ class Predictor:
             return self.preprocess.image(load_image(item))
         return self.preprocess.image(item)
 
+    def image_bytes(self, data: bytes, name: str = "upload", max_pixels: int | None = None) -> np.ndarray:
+        """An image file's bytes (an upload, never written to disk) → uint8 C×H×W, decoded exactly as `image`
+        decodes the same file from disk; the format found from the content. Raises BadImagesError naming `name`."""
+        return self.preprocess.load(name, max_pixels=max_pixels or self.max_pixels, data=data)
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 N×C×H×W at the model's size → the normalised float batch on the model's device."""
         return self.preprocess.normalize(x.to(self.device))
