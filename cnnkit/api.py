@@ -111,9 +111,12 @@ def resume(run_dir: str | Path, *, data: str | None = None, epochs: int | None =
 
 
 def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: bool, log_stream, callbacks,
-         start: float) -> dict:
+         start: float, data=None) -> dict:
+    """`data`: an ImageData already read (compare trains several models on one), else read from cfg.data."""
     log = log_stream or sys.stdout
-    if state is None:
+    if data is not None:
+        ds = data
+    elif state is None:
         stats, min_size = _pretrained_input(cfg)
         ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
                        on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, download=cfg.download,
@@ -283,6 +286,14 @@ def _calibrate(run_dir: Path, ds, cfg: TrainConfig, log=None) -> dict:
                      f"{v['specificity']})")
         print(line, file=log, flush=True)
     return out
+
+
+def compare(data: str, models: Sequence[str] | None = None, **options) -> dict:
+    """Train each model alike on `data` and measure what the lessons claim (`cnnkit.explain.compare`): parameters,
+    MACs, receptive field, time, accuracy, overfitting, shifted and pixel-permuted accuracy."""
+    from .explain.compare import DEFAULT_MODELS, compare as run
+
+    return run(data, models or DEFAULT_MODELS, **options)
 
 
 def load_model(run_dir: str | Path, device: str = "cpu", engine: str = "torch") -> Predictor:

@@ -2,7 +2,8 @@
 
 Feature maps at every stage, the first layer's filters beside the hand-made kernels, Grad-CAM, the receptive
 field of each stage's most active unit, and with `--data`, the patches of a data set that excite a few
-channels of each layer most.
+channels of each layer most. With `--shift DX,DY`, equivariance: each layer's map of the image shifted, against
+the original map shifted, before and after pooling (`cnnkit.explain.equivariance`).
 """
 from __future__ import annotations
 
@@ -36,12 +37,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input size for an untrained MODEL (default 224); a run uses its own")
     p.add_argument("--num-classes", type=int, default=None, metavar="N",
                    help="outputs of an untrained MODEL (default 1000)")
+    p.add_argument("--shift", default=None, metavar="DX,DY",
+                   help="also measure equivariance: shift the image DX pixels right and DY down (negative: left, "
+                        "up; write --shift=-2,0) and compare each layer's map with the original map shifted, "
+                        "before and after pooling (a table, and equivariance.png)")
     add_weight_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object: the prediction and every file written")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import CnnkitError
+    from ..explain.equivariance import parse_shift, table_lines
     from ..explain.explainer import explain
     from ._common import print_json
 
@@ -51,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise CnnkitError(f"{flag} must be at least 1, got {value}")
     layers = [n for item in args.layers for n in item.split(",") if n] if args.layers else None
+    shift = parse_shift(args.shift) if args.shift is not None else None
     info = explain(args.source, args.image, args.out, layers=layers, target=args.target, data=args.data,
                    img_size=args.img_size, num_classes=args.num_classes, channels=args.channels,
                    per_channel=args.per_channel, max_images=args.max_images, pretrained=args.pretrained,
-                   weights=args.weights, download=args.download)
+                   weights=args.weights, download=args.download, shift=shift)
     if args.json:
         print_json(info)
         return 0
@@ -71,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         t, l, b, r = u["box"]
         print(f"  {u['layer']}: most active unit ({u['i']}, {u['j']}) of channel {u['channel']}, "
               f"receptive field {u['rf_size'][0]}x{u['rf_size'][1]}, rows {t}-{b}, columns {l}-{r}")
+    if "equivariance" in info:
+        print("\n".join(table_lines(info["equivariance"])))
     print(f"wrote {len(info['files'])} files:")
     for f in info["files"]:
         print(f"  {f}")

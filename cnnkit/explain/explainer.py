@@ -72,19 +72,26 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
             target: str | int | None = None, data: str | None = None, img_size: int | None = None,
             num_classes: int | None = None, channels: int = 4, per_channel: int = 6,
             max_images: int = 2000, pretrained: bool | str = False, weights: str | None = None,
-            download: bool = False) -> dict:
-    """Write the explanation images for one image to `out`; return what was found and the files written."""
+            download: bool = False, shift: tuple[int, int] | str | None = None) -> dict:
+    """Write the explanation images for one image to `out`; return what was found and the files written.
+    `shift` (dx, dy): also measure and draw equivariance (`equivariance.py`), in result['equivariance']."""
     from . import features as feat
     from . import plots
     from .gradcam import gradcam, resolve_target
 
     sub = load_subject(source, img_size=img_size, num_classes=num_classes, pretrained=pretrained, weights=weights,
                        download=download)
+    # the fully connected mlp: one clear line, nothing written
+    feat.require_feature_maps(sub.model, "explain (feature maps, filters, receptive fields, Grad-CAM)")
+    asked_layers = layers  # what --shift measures; by default the layers before and after each pooling
     layers = _check_layers(sub.model, layers)
     target_idx = resolve_target(target, sub.classes)
     img = sub.image(image)  # C×H×W uint8: what the model sees
     x = sub.prepare(torch.from_numpy(img)[None])
     shape = (sub.channels, *sub.size)
+    if shift is not None:  # measured first: a bad shift fails before anything is written
+        from . import equivariance
+        eq = equivariance.measure(sub.model, img, shift, prepare=sub.prepare, layers=asked_layers)
     out = Path(out)
     files: list[str] = []
     label = f"{sub.name}" + ("" if sub.trained else " (untrained: random weights)")
@@ -150,5 +157,8 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
             result["patches"]["layers"][layer] = [
                 {"channel": r.channel, "mean_activation": round(r.mean_activation, 4),
                  "activations": [round(a, 4) for a in r.activations], "images": r.images} for r in rows]
+    if shift is not None:
+        save(equivariance.figure(eq, label=label), "equivariance.png")
+        result["equivariance"] = eq.to_dict()
     result["files"] = files
     return result

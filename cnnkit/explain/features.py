@@ -76,6 +76,27 @@ def rank_channels(act: torch.Tensor) -> list[int]:
     return torch.argsort(score, descending=True, stable=True).tolist()
 
 
+def has_feature_maps(model: nn.Module) -> bool:
+    """Whether `model` has convolutional stages to show (the fully connected `mlp` has none).
+
+    >>> from cnnkit import create_model
+    >>> has_feature_maps(create_model('mlp')), has_feature_maps(create_model('simplecnn'))
+    (False, True)
+    """
+    return bool(getattr(model, "stage_names", ()))
+
+
+def require_feature_maps(model: nn.Module, what: str) -> None:
+    """One clear line, instead of a traceback further on, where `what` needs feature maps that `model` lacks."""
+    if has_feature_maps(model):
+        return
+    name = getattr(model, "model_name", type(model).__name__)
+    if not any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
+        raise CnnkitError(f"{name} has no convolution, so no feature maps: {what} applies only to a convolutional "
+                          "model (simplecnn, lenet5, resnet18, ...)")
+    raise CnnkitError(f"{name} has no stage_names: not a cnnkit model")
+
+
 # --- first-layer filters and the hand-made kernels --------------------------------------------------------
 def first_conv(model: nn.Module) -> nn.Conv2d:
     """The first `nn.Conv2d` in `model.modules()`: the layer that sees the pixels."""

@@ -33,11 +33,10 @@ class GradCam:
 
 def cam_layer(model: nn.Module, x: torch.Tensor) -> str:
     """The last stage whose output on `x` has more than one spatial position (else the last stage)."""
-    from .features import stage_maps
+    from .features import require_feature_maps, stage_maps
 
-    stages = list(getattr(model, "stage_names", ()))
-    if not stages:
-        raise CnnkitError(f"{type(model).__name__} has no stage_names: not a cnnkit model")
+    require_feature_maps(model, "Grad-CAM")  # the fully connected mlp: one clear line
+    stages = list(model.stage_names)
     maps = stage_maps(model, x[:1], stages)
     for name in reversed(stages):
         if name in maps and maps[name].shape[-1] * maps[name].shape[-2] > 1:

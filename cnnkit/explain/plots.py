@@ -311,25 +311,29 @@ def curves_figure(history: Sequence[dict]) -> Figure:
 
 
 def worst_figure(items: Sequence[dict]) -> Figure:
-    """Two per row: image | Grad-CAM of the predicted class | Grad-CAM of the true class.
-    Each item: image, cam_pred, cam_true, true, pred, p_pred, p_true, loss."""
-    cols = 2 if len(items) > 1 else 1
+    """Two per row: image | Grad-CAM of the predicted class | Grad-CAM of the true class; four images per row
+    when cam_pred is None (a model with no feature maps, the mlp). Each item: image, cam_pred, cam_true, true,
+    pred, p_pred, p_true, loss."""
+    cams = items[0].get("cam_pred") is not None
+    cols = min(2 if cams else 4, len(items))
     rows = math.ceil(len(items) / cols)
-    fig = Figure(figsize=(6.3 * cols, 2.5 * rows + 0.5), layout="constrained")
+    fig = Figure(figsize=((6.3 if cams else 2.6) * cols, 2.5 * rows + 0.5), layout="constrained")
     subs = np.asarray(fig.subfigures(rows, cols, squeeze=False, wspace=0.04, hspace=0.02)).ravel()
     for sf, it in zip(subs, items):
-        axes = sf.subplots(1, 3)
+        axes = np.atleast_1d(sf.subplots(1, 3 if cams else 1))
         show_image(axes[0], it["image"])
-        axes[0].set_title("image", fontsize=9)
-        overlay(axes[1], it["image"], it["cam_pred"])
-        axes[1].set_title(f"for {it['pred']} (p {it['p_pred']:.2f})", fontsize=9, color="#c00000")
-        overlay(axes[2], it["image"], it["cam_true"])
-        axes[2].set_title(f"for {it['true']} (p {it['p_true']:.2f})", fontsize=9, color="#006400")
+        probs = f"p({it['pred']}) {it['p_pred']:.2f}, p({it['true']}) {it['p_true']:.2f}"
+        axes[0].set_title("image" if cams else probs, fontsize=9)
+        if cams:
+            overlay(axes[1], it["image"], it["cam_pred"])
+            axes[1].set_title(f"for {it['pred']} (p {it['p_pred']:.2f})", fontsize=9, color="#c00000")
+            overlay(axes[2], it["image"], it["cam_true"])
+            axes[2].set_title(f"for {it['true']} (p {it['p_true']:.2f})", fontsize=9, color="#006400")
         for ax in axes:
             _off(ax)
         sf.suptitle(f"true {it['true']}, predicted {it['pred']}: loss {it['loss']:.2f}", fontsize=10.5)
     for sf in subs[len(items):]:
         sf.set_visible(False)
     _title(fig, "worst-classified validation images (highest loss), with Grad-CAM for the predicted (red) and "
-                "the true class (green)")
+                "the true class (green)" if cams else "worst-classified validation images (highest loss)")
     return fig

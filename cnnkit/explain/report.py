@@ -78,8 +78,9 @@ def _per_class_table(rep: dict) -> str:
     return "".join(rows) + "</table>"
 
 
-def _worst(tm, val, probs: torch.Tensor, n: int) -> tuple[list[dict], list[dict]]:
-    """The n validation images with the highest loss, with Grad-CAM for the predicted and the true class."""
+def _worst(tm, val, probs: torch.Tensor, n: int, cams: bool = True) -> tuple[list[dict], list[dict]]:
+    """The n validation images with the highest loss, with Grad-CAM for the predicted and the true class
+    (None without `cams`: a model with no feature maps)."""
     from .gradcam import gradcam
 
     y = val.y
@@ -91,8 +92,8 @@ def _worst(tm, val, probs: torch.Tensor, n: int) -> tuple[list[dict], list[dict]
     x = tm.prepare(images)
     pred = probs[idx].argmax(1).tolist()
     true = y[idx].tolist()
-    g_pred = gradcam(tm.model, x, pred)
-    g_true = gradcam(tm.model, x, true, layer=g_pred.layer)
+    g_pred = gradcam(tm.model, x, pred) if cams else None
+    g_true = gradcam(tm.model, x, true, layer=g_pred.layer) if cams else None
     items, rows = [], []
     for k, i in enumerate(idx):
         p, t = pred[k], true[k]
@@ -100,8 +101,8 @@ def _worst(tm, val, probs: torch.Tensor, n: int) -> tuple[list[dict], list[dict]
                "p_true": round(float(probs[i, t]), 4), "loss": round(float(loss[i]), 4),
                "path": val.paths[i] if val.paths else None}
         rows.append(row)
-        items.append({**row, "image": images[k].numpy(), "cam_pred": g_pred.cam[k].numpy(),
-                      "cam_true": g_true.cam[k].numpy()})
+        items.append({**row, "image": images[k].numpy(), "cam_pred": g_pred.cam[k].numpy() if cams else None,
+                      "cam_true": g_true.cam[k].numpy() if cams else None})
     return items, rows
 
 
@@ -237,37 +238,45 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     parts.append(_decision_section(tm, run_dir, ds, split, probs, tag))
 
     # --- worst-classified validation images
-    items, worst_rows = _worst(tm, ds.val, val_probs, N_WORST)
+    maps = feat.has_feature_maps(tm.model)  # the fully connected mlp has none: no Grad-CAM, filters, maps
+    items, worst_rows = _worst(tm, ds.val, val_probs, N_WORST, cams=maps)
     parts.append("<section><h2>Worst-classified validation images</h2>"
-                 '<p class="note">The validation images with the highest loss. Middle: Grad-CAM for the class the '
-                 "model chose (what it took as evidence); right: for the true class.</p>")
-    parts.append(_fig(plots.worst_figure(items), "worst-classified validation images with Grad-CAM") if items
-                 else '<p class="note">no validation images.</p>')
+                 + ('<p class="note">The validation images with the highest loss. Middle: Grad-CAM for the class the '
+                    "model chose (what it took as evidence); right: for the true class.</p>" if maps else
+                    f'<p class="note">The validation images with the highest loss. {html.escape(name)} has no '
+                    "convolution, so no feature maps and no Grad-CAM.</p>"))
+    parts.append(_fig(plots.worst_figure(items), "worst-classified validation images" + (" with Grad-CAM" * maps))
+                 if items else '<p class="note">no validation images.</p>')
     parts.append("</section>")
 
     # --- filters and sample feature maps (the validation image the model is surest about, correctly)
-    conv = feat.first_conv(tm.model)
-    conv_name = next(n for n, mod in tm.model.named_modules() if mod is conv)
-    w = feat.learned_filters(tm.model)
-    kernels = feat.handmade_kernels()
-    parts.append("<section><h2>What the layers see</h2><h3>First-layer filters</h3>")
-    parts.append(_fig(plots.filters_figure(w, kernels, feat.match_kernels(w, kernels), layer=f"{name}, {conv_name}"),
-                      "first-layer filters and the hand-made kernels"))
-    if len(ds.val):
-        yv = ds.val.y
-        conf = val_probs[torch.arange(len(yv)), yv]
-        i = int(torch.argmax(conf))
-        img = ds.val.get(torch.tensor([i]))[0].numpy()
-        x = tm.prepare(torch.from_numpy(img)[None])
-        g = gradcam(tm.model, x, int(yv[i]))
-        parts.append(f"<h3>Sample feature maps: a validation '{html.escape(tm.classes[int(yv[i])])}' "
-                     f"(p {float(conf[i]):.3f})</h3>")
-        parts.append(_fig(plots.gradcam_figure(img, g.cam[0].numpy(), title=f"Grad-CAM at {g.layer} for "
-                                               f"'{tm.classes[int(yv[i])]}'"), "Grad-CAM of the sample image"))
-        for layer, act in feat.stage_maps(tm.model, x).items():
-            order = feat.rank_channels(act[0])
-            parts.append(_fig(plots.feature_map_grid(act[0].numpy(), order, img, layer=layer,
-                                                     max_channels=N_FEATURE_CHANNELS), f"feature maps of {layer}"))
+    if not maps:
+        parts.append(f"<section><h2>What the layers see</h2><p class='note'>{html.escape(name)} is fully connected: "
+                     "every hidden unit weighs every pixel; with no convolution there are no filters, feature maps "
+                     "or receptive fields to show.</p>")
+    else:
+        conv = feat.first_conv(tm.model)
+        conv_name = next(n for n, mod in tm.model.named_modules() if mod is conv)
+        w = feat.learned_filters(tm.model)
+        kernels = feat.handmade_kernels()
+        parts.append("<section><h2>What the layers see</h2><h3>First-layer filters</h3>")
+        fig = plots.filters_figure(w, kernels, feat.match_kernels(w, kernels), layer=f"{name}, {conv_name}")
+        parts.append(_fig(fig, "first-layer filters and the hand-made kernels"))
+        if len(ds.val):
+            yv = ds.val.y
+            conf = val_probs[torch.arange(len(yv)), yv]
+            i = int(torch.argmax(conf))
+            img = ds.val.get(torch.tensor([i]))[0].numpy()
+            x = tm.prepare(torch.from_numpy(img)[None])
+            g = gradcam(tm.model, x, int(yv[i]))
+            parts.append(f"<h3>Sample feature maps: a validation '{html.escape(tm.classes[int(yv[i])])}' "
+                         f"(p {float(conf[i]):.3f})</h3>")
+            parts.append(_fig(plots.gradcam_figure(img, g.cam[0].numpy(), title=f"Grad-CAM at {g.layer} for "
+                                                   f"'{tm.classes[int(yv[i])]}'"), "Grad-CAM of the sample image"))
+            for layer, act in feat.stage_maps(tm.model, x).items():
+                order = feat.rank_channels(act[0])
+                parts.append(_fig(plots.feature_map_grid(act[0].numpy(), order, img, layer=layer,
+                                                         max_channels=N_FEATURE_CHANNELS), f"feature maps of {layer}"))
     parts.append("</section>")
 
     title = f"{name} on {ds.name}"

@@ -1,5 +1,5 @@
 """The model zoo: the lessons' SimpleCNNs, LeNet-5, and torchvision's classics, all behind one registry."""
-from . import fast, lenet, simple  # noqa: F401  (registers the builders)
+from . import fast, lenet, mlp, simple  # noqa: F401  (registers the builders)
 from ._base import CnnkitModel
 from ._registry import create_model, get_builder, list_models, register_lazy, register_model
 

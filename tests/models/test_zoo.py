@@ -17,7 +17,7 @@ TORCHVISION = {"alexnet": tvm.alexnet, "vgg16": tvm.vgg16, "resnet18": tvm.resne
 def test_registry_has_the_lesson_models():
     assert set(list_models()) == {"simplecnn", "simplecnn_bn", "lenet5", "alexnet", "vgg16", "resnet18",
                                   "resnet50", "googlenet", "efficientnet_b0", "fastcnn", "mobilenet_v2",
-                                  "convnext_tiny"}
+                                  "convnext_tiny", "mlp"}
 
 
 def test_lazy_models_are_exactly_what_their_module_registers():
@@ -90,7 +90,8 @@ def test_weight_compatible_with_torchvision(name):
         torch.testing.assert_close(ours(x), theirs(x))
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if n not in ("simplecnn", "lenet5", "fastcnn")])
+@pytest.mark.parametrize("name", [n for n in list_models()
+                                  if n not in ("simplecnn", "lenet5", "fastcnn", "mlp")])
 @pytest.mark.parametrize("small", [False, True])
 def test_declared_minimum_input_is_exact(name, small):
     """min_input_size is the smallest input torch itself accepts; below it, our clear error comes first."""

@@ -2,17 +2,19 @@
 
 It must show what the HTTP API answers for the same bytes (the predicted class, the Grad-CAM, a unit's value and
 receptive field), send the token on every call, and work offline (nothing fetched from anywhere else)."""
+import base64
 import contextlib
 import io
 import json
 import shutil
 import tempfile
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+pytestmark = pytest.mark.xdist_group("serve")  # the trained run and the server of the other server tests
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -180,6 +182,14 @@ def test_page_in_headless_chromium(serve_digits, chromium, tmp_path):
         assert page.inner_text("#predicted") == camera_want
         page.screenshot(path=str(tmp_path / "camera.screenshot.png"), full_page=True)
         assert problems == []
+
+        # a file dropped on the drop zone
+        page.dispatch_event("#drop", "drop", {"dataTransfer": page.evaluate_handle(
+            """b64 => { const d = new DataTransfer(), bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                       d.items.add(new File([bytes], "dropped.png", {type: "image/png"})); return d; }""",
+            base64.b64encode(png).decode())})
+        page.wait_for_selector('#result[data-image*="dropped.png"]')
+        assert page.inner_text("#predicted") == want[0][0]
 
         # a blank Grad-CAM is said in words, never drawn; a decision is shown beside the top class
         def blank_with_decision(route):

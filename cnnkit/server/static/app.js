@@ -195,8 +195,8 @@ function setupDrop() {
   const drop = $("drop"), file = $("file");
   file.addEventListener("change", guarded(async () => {
     const f = file.files[0];
-    if (f) await inspect(f, `“${f.name}”`);
     file.value = ""; // picking the same file again still answers
+    if (f) await inspect(f, `“${f.name}”`);
   }));
   for (const t of ["dragenter", "dragover"]) {
     drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); });
