@@ -17,6 +17,26 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     threadpool_limits(1)
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium for the browser tests (tests/browser.py), or a skip saying why there is none."""
+    from browser import find_chromium
+
+    return find_chromium()
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """A small trained run: simplecnn on the built-in digits, upscaled to 16×16, 4 epochs (~98% val accuracy);
+    one per test worker, shared by the explain and the server tests."""
+    import cnnkit
+
+    out = tmp_path_factory.mktemp("digits") / "digits-run"
+    result = cnnkit.train("digits", epochs=4, img_size=16, out=str(out), quiet=True)
+    assert result["val_acc"] > 0.9, result
+    return Path(result["run_dir"])
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -3,12 +3,12 @@ import base64
 import io
 import json
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import launch
 import torch
 from PIL import Image
 
@@ -82,17 +82,8 @@ def test_cli_report(digits_run, capsys, tmp_path):
     assert "not a run directory" in capsys.readouterr().err
 
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.skip("chromium is not installed, and `make test` could not install it (it runs "
-                    "`apt-get install chromium`, which needs root or sudo and the Debian mirror)")
-    return path
 
 
 def test_report_renders_in_headless_chromium(digits_run, chromium, tmp_path):
@@ -105,8 +96,7 @@ def test_report_renders_in_headless_chromium(digits_run, chromium, tmp_path):
     problems, requests = [], []
     shot = tmp_path / "report.png"
     with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
-                                                   args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+        ctx = launch(p, chromium, profile, 1280, 900)
         try:
             page = ctx.new_page()
             page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)

@@ -6,14 +6,9 @@ from serving import Server
 
 
 @pytest.fixture(scope="session")
-def serve_run(tmp_path_factory) -> Path:
-    """simplecnn trained on scikit-learn's digits at 16×16, 1 channel (4 epochs, ~95% val accuracy)."""
-    import cnnkit
-
-    out = tmp_path_factory.mktemp("serve") / "digits-run"
-    result = cnnkit.train("digits", epochs=4, img_size=16, out=str(out), quiet=True)
-    assert result["val_acc"] > 0.9, result
-    return Path(result["run_dir"])
+def serve_run(digits_run) -> Path:
+    """simplecnn trained on scikit-learn's digits at 16×16, 1 channel (tests/conftest.py's `digits_run`)."""
+    return digits_run
 
 
 @pytest.fixture(scope="session")

@@ -1,30 +1,21 @@
 """The convolution page (/conv) in a real browser: the lessons' worked example, its products, padding, stride,
 a typed kernel, a photo as a heatmap, all checked against cnnkit.ops.conv2d."""
-import shutil
 import tempfile
 
 import numpy as np
 import pytest
+from browser import launch
 
 from cnnkit.ops import conv2d
 
 pytestmark = pytest.mark.xdist_group("serve")
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 IMAGE = np.arange(1, 26, dtype=float).reshape(5, 5)            # the worked example: 1..25, row by row
 LESSON = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], float)  # its kernel: top-left output -8
 TYPED = [["2", "-1", "0"], ["0.5", "3", "1"], ["-2", "0", "1/4"]]  # a kernel typed in, a fraction included
 TYPED_K = np.array([[2, -1, 0], [0.5, 3, 1], [-2, 0, 0.25]])
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.skip("chromium is not installed, and `make test` could not install it (it runs "
-                    "`apt-get install chromium`, which needs root or sudo and the Debian mirror)")
-    return path
 
 
 def conv(x, k, stride=1, padding=0) -> np.ndarray:
@@ -51,8 +42,7 @@ def test_conv_page_in_headless_chromium(serve_digits, chromium, tmp_path):
                                    reason="playwright is in the test extra: pip install -e '.[test]'")
     problems = []
     with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
-                                                   args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+        ctx = launch(p, chromium, profile, 1280, 900)
         try:
             page = ctx.new_page()
             page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)

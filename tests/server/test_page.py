@@ -6,28 +6,19 @@ import base64
 import contextlib
 import io
 import json
-import shutil
 import tempfile
 import urllib.request
 
 import numpy as np
 import pytest
+from browser import launch
 from PIL import Image
 
 pytestmark = pytest.mark.xdist_group("serve")  # the trained run and the server of the other server tests
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 TOKEN = "page-t0ken"  # the page must forward it; a server started without --token ignores it
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.skip("chromium is not installed, and `make test` could not install it (it runs "
-                    "`apt-get install chromium`, which needs root or sudo and the Debian mirror)")
-    return path
 
 
 def call(base: str, path: str, body: bytes | None = None):
@@ -72,8 +63,7 @@ def browser(chromium: str, url: str):
                                    reason="playwright is in the test extra: pip install -e '.[test]'")
     problems, requests = [], []
     with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
-                                                   args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
+        ctx = launch(p, chromium, profile, 1400, 1000)
         try:
             page = ctx.new_page()
             page.set_default_timeout(20_000)
