@@ -293,7 +293,11 @@ def compare(data: str, models: Sequence[str] | None = None, **options) -> dict:
     MACs, receptive field, time, accuracy, overfitting, shifted and pixel-permuted accuracy."""
     from .explain.compare import DEFAULT_MODELS, compare as run
 
-    return run(data, models or DEFAULT_MODELS, **options)
+    def fit(cfg: TrainConfig, ds) -> dict:
+        return _fit(cfg, None, None, quiet=True, log_stream=options.get("log"), callbacks=(),
+                    start=time.perf_counter(), data=ds)
+
+    return run(data, models or DEFAULT_MODELS, fit=fit, load=load_model, **options)
 
 
 def load_model(run_dir: str | Path, device: str = "cpu", engine: str = "torch") -> Predictor:

@@ -97,12 +97,13 @@ def _last_rf(model, shape) -> tuple[int | None, int, int]:
 
 def compare(data: str, models: Sequence[str] = DEFAULT_MODELS, *, epochs: int = 5, seed: int = 0,
             img_size: int | None = None, max_train: int | None = 10_000, out: str | Path | None = None,
-            permuted: bool = True, quiet: bool = False, log=None) -> dict:
+            permuted: bool = True, quiet: bool = False, log=None, fit=None, load=None) -> dict:
     """Train each model alike and measure it (see the module docstring). Returns the table as a dict and
-    writes OUT/compare.html, OUT/compare.json and a run directory per model (OUT/MODEL, OUT/permuted/MODEL)."""
+    writes OUT/compare.html, OUT/compare.json and a run directory per model (OUT/MODEL, OUT/permuted/MODEL).
+    `fit(cfg, data)` trains one run on an ImageData already read and `load(run_dir)` gives its Predictor: the
+    API's (`cnnkit.compare`), passed in so that explain/ does not import the API above it."""
     import sys
 
-    from .. import api
     from ..data import load_data
     from ..engine.config import TrainConfig
     from .._io import atomic_write_text
@@ -140,9 +141,8 @@ def compare(data: str, models: Sequence[str] = DEFAULT_MODELS, *, epochs: int = 
                               out=str(run), report=kind == "plain")
             if not quiet:
                 print(f"-- {m} ({kind})", file=log, flush=True)
-            result = api._fit(cfg, None, None, quiet=True, log_stream=log, callbacks=(), start=time.perf_counter(),
-                              data=d)
-            pred = api.load_model(result["run_dir"])
+            result = fit(cfg, d)
+            pred = load(result["run_dir"])
             test = d.split(test_name)
             if kind == "permuted":
                 row["permuted_acc"] = round(_accuracy(pred, test.x, test.y), 4)
