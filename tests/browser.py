@@ -21,3 +21,10 @@ def launch(p, chromium: str, profile: str, width: int = 1280, height: int = 900)
     """A persistent headless context (playwright's `p`) in the folder `profile`."""
     return p.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
                                                 args=CHROMIUM_ARGS, viewport={"width": width, "height": height})
+
+
+def watch(page, problems: list) -> None:
+    """Collect the page's console errors, uncaught errors and failed requests into `problems`."""
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import launch
+from browser import launch, watch
 import torch
 from PIL import Image
 
@@ -99,9 +99,7 @@ def test_report_renders_in_headless_chromium(digits_run, chromium, tmp_path):
         ctx = launch(p, chromium, profile, 1280, 900)
         try:
             page = ctx.new_page()
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
+            watch(page, problems)
             page.on("request", lambda r: requests.append(r.url))
             page.goto(path.as_uri(), wait_until="load")
             widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")

@@ -4,7 +4,7 @@ import tempfile
 
 import numpy as np
 import pytest
-from browser import launch
+from browser import launch, watch
 
 from cnnkit.ops import conv2d
 
@@ -45,9 +45,7 @@ def test_conv_page_in_headless_chromium(serve_digits, chromium, tmp_path):
         ctx = launch(p, chromium, profile, 1280, 900)
         try:
             page = ctx.new_page()
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
+            watch(page, problems)
             page.goto(serve_digits.rstrip("/") + "/conv", wait_until="load")
 
             # the worked example, as the page opens: -8 at the top left, all nine values conv2d's
