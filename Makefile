@@ -51,6 +51,7 @@ bench: $(BENCH)
 	$(BIN)/python bench/finetune.py --select
 	$(BIN)/python bench/finetune.py
 	$(BIN)/python bench/binary.py --seeds 0 1 2
+	$(BIN)/python bench/serve_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -66,10 +66,13 @@ def serve(specs: Sequence[str], *, port: int = 8080, settings: Settings | None =
     s = settings or Settings()
     if not is_loopback(s.host) and s.token is None:
         s.token = secrets.token_urlsafe(24)  # any other address: never without a token
-    models = load_models(specs)
+    from concurrent.futures import ThreadPoolExecutor
+
+    executor = ThreadPoolExecutor(1, thread_name_prefix="cnnkit-infer")
+    models = executor.submit(load_models, specs).result()  # loaded on the thread that will run them (app.py)
     sock = _bind(s.host, port)
     port = sock.getsockname()[1]
-    app = create_app(models, s)
+    app = create_app(models, s, executor)
     shown = f"[{s.host}]" if ":" in s.host else s.host
     url = f"http://{shown}:{port}/" + (f"?token={s.token}" if s.token else "")
 

@@ -64,8 +64,16 @@ def _run_batch(pred):
     return run
 
 
-def create_app(models: dict[str, Any], settings: Settings | None = None) -> FastAPI:
-    """The ASGI app serving `models` (name → Predictor), loaded once, before the first request."""
+def _warm_up(models: dict[str, Any]) -> None:
+    """One zero image through each model, on the inference thread (see `serve`)."""
+    for p in models.values():
+        p.probs(torch.zeros(1, p.preprocess.channels, *p.preprocess.size, dtype=torch.uint8))
+
+
+def create_app(models: dict[str, Any], settings: Settings | None = None,
+               executor: ThreadPoolExecutor | None = None) -> FastAPI:
+    """The ASGI app serving `models` (name → Predictor), loaded once, before the first request. `executor`: the
+    one thread torch runs on (made here unless given; `serve` loads the models on it)."""
     from fastapi_offline import FastAPIOffline
 
     from .._version import __version__
@@ -73,13 +81,16 @@ def create_app(models: dict[str, Any], settings: Settings | None = None) -> Fast
 
     s = settings or Settings()
     guard = Guard(bind=s.host, token=s.token, allowed_hosts=s.allowed_hosts)
-    executor = ThreadPoolExecutor(1, thread_name_prefix="cnnkit-infer")  # torch runs here, one job at a time
+    # torch runs on this one thread, one job at a time. Measured (bench/serve_speed.py): a one-image resnet18
+    # pass took 17-22 ms on a thread other than the one that first ran torch, 9-11 ms on that thread alone.
+    executor = executor or ThreadPoolExecutor(1, thread_name_prefix="cnnkit-infer")
     batchers = {name: Batcher(_run_batch(p), executor, max_batch=s.max_batch, max_delay=s.max_delay,
                               max_queue=s.max_queue) for name, p in models.items()}
     views: dict[str, dict] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        await asyncio.get_running_loop().run_in_executor(executor, _warm_up, models)
         for b in batchers.values():
             b.start()
         yield
