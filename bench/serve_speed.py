@@ -327,7 +327,7 @@ def tree_cpu_s(pid: int) -> float:
                 stats[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick)
             except (OSError, IndexError, ValueError):
                 pass
-    tree, total, grew = {pid}, 0.0, True
+    tree, grew = {pid}, True
     while grew:
         new = {p for p, (pp, _) in stats.items() if pp in tree} - tree
         tree |= new
@@ -478,7 +478,7 @@ def main() -> int:
         print(f"| {row['server']} | {row['model']} | {row['c']} | {row['p50']} | {row['p99']} | {row['rps']} | "
               f"{row['batch']} | {row['cpu']} | {row['err']} |")
     print("\nmean batch: the last 20 batches of a level; server CPU: the server's process tree, warm-up included. "
-          f"Idle CPU (cores) before load: " + ", ".join(
+          "Idle CPU (cores) before load: " + ", ".join(
               f"{r['server']} {r['model']} {r['server_idle_cpu_cores']:.2f}" for r in results
               if r.get("concurrency") == levels[0] and "server_idle_cpu_cores" in r))
     return 0

@@ -62,6 +62,17 @@ def test_a_model_that_cannot_take_the_size_says_which(tmp_path):
         cnnkit.compare("digits", ["mlp", "alexnet"], out=tmp_path / "y")  # alexnet needs 15x15
 
 
+def test_the_out_folder_is_claimed_once(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("mine")
+    with pytest.raises(CnnkitError, match="not an empty folder"):
+        cnnkit.compare("digits", ["mlp"], out=tmp_path / "taken")
+    assert (tmp_path / "taken" / "x").read_text() == "mine"
+    with pytest.raises(CnnkitError):  # the data cannot be read: the folder it claimed is given back
+        cnnkit.compare("nope:x", ["mlp"], out=tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
 def test_cli_bad_input_is_one_line():
     out = subprocess.run([sys.executable, "-m", "cnnkit", "compare", "--models", "mlp,nope", "--json"],
                          capture_output=True, text=True, timeout=120)

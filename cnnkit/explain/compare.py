@@ -116,15 +116,24 @@ def compare(data: str, models: Sequence[str] = DEFAULT_MODELS, *, epochs: int = 
     if epochs < 1:
         raise CnnkitError(f"--epochs must be at least 1, got {epochs}")
     out = Path(out) if out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-    if out.exists() and any(out.iterdir()):
-        raise CnnkitError(f"{out} already holds files; give a new --out folder")
-    ds = load_data(data, img_size=img_size, seed=seed, mode="memory", log=log)
-    check_models(models, ds.channels, ds.size)
+    try:  # claimed before the data is read: a second compare started at the same second gets its own error
+        out.mkdir(parents=True)
+        made = True
+    except FileExistsError:
+        if not out.is_dir() or any(out.iterdir()):
+            raise CnnkitError(f"{out} already exists and is not an empty folder; give a new --out folder") from None
+        made = False
+    try:
+        ds = load_data(data, img_size=img_size, seed=seed, mode="memory", log=log)
+        check_models(models, ds.channels, ds.size)
+    except BaseException:
+        if made and not any(out.iterdir()):
+            out.rmdir()  # nothing was done: nothing left behind
+        raise
     ds = _subset_train(ds, max_train, seed)
     test_name = "test" if "test" in ds.splits else "val"
     h, w = ds.size
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(h * w))
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "permutation.json", json.dumps({"seed": seed, "height": h, "width": w,
                                                                 "permutation": perm.tolist()}))
     variants = [("plain", ds)] + ([("permuted", _permuted(ds, perm))] if permuted else [])
