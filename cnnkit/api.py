@@ -21,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+from ._io import NoSpaceError, remove_stale_temps
 from .data import load_data
 from .engine import callbacks as cbs
 from .engine.config import TrainConfig, apply_preset, resolve
@@ -90,14 +91,12 @@ def resume(run_dir: str | Path, *, data: str | None = None, epochs: int | None =
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CnnkitError(f"--resume {run_dir}: no such run directory")
-    state = fmt.load_state(run_dir / fmt.STATE)
-    saved = dict(state["config"]) if isinstance(state.get("config"), dict) else state["config"]
-    if isinstance(saved, dict):
-        saved.setdefault("balance", "none")  # a run from before --balance trained without any: it goes on so
-    try:
-        cfg = TrainConfig.from_dict(saved)
-    except (TypeError, ValueError) as e:
-        raise CnnkitError(f"{run_dir / fmt.STATE}: its 'config' is malformed ({e})") from None
+    state = fmt.load_state(run_dir / fmt.STATE)  # its structure checked (cnnkit.run.format.state_problem)
+    saved = dict(state["config"])
+    saved.setdefault("balance", "none")  # a run from before --balance trained without any: it goes on so
+    cfg = TrainConfig.from_dict(saved)
+    if data is None:  # the data the state names is read only if this user's training recorded it
+        fmt.check_saved_spec(cfg.data, state.get("data_mac") or _meta_mac(run_dir, cfg.data), run_dir / fmt.STATE)
     changes = {k: v for k, v in (("data", data), ("epochs", epochs), ("device", device), ("patience", patience),
                                  ("report", report)) if v is not None}
     cfg = cfg.replace(**changes)
@@ -108,6 +107,20 @@ def resume(run_dir: str | Path, *, data: str | None = None, epochs: int | None =
         raise CnnkitError(f"{run_dir} already finished its {cfg.epochs} epochs; add --epochs N (more than {done}) "
                           "to train it further")
     return _fit(cfg, run_dir, state, quiet=quiet, log_stream=log_stream, callbacks=callbacks, start=start)
+
+
+def _meta_mac(run_dir: Path, spec: str) -> str | None:
+    """model.json's signature of `spec` (runs whose train_state.pt predates its own signature)."""
+    try:
+        data = fmt.read_meta(run_dir).get("data", {})
+    except CnnkitError:
+        return None
+    return data.get("spec_mac") if data.get("spec") == spec else None
+
+
+def _names(classes) -> str:
+    classes = list(classes)
+    return fmt.shown(repr(classes[:12])[:-1] + (", …]" if len(classes) > 12 else "]"), 300)
 
 
 def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: bool, log_stream, callbacks,
@@ -130,6 +143,11 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: b
         ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
                        on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, mode=cfg.data_mode,
                        manifest=fmt.read_split(run_dir), preprocess=prep, log=log)
+        trained_on = state.get("classes") or (meta["classes"] if meta else None)
+        if trained_on is not None and list(ds.classes) != list(trained_on):
+            raise CnnkitError(f"--data {fmt.shown(cfg.data)} has the classes {_names(ds.classes)}, but {run_dir} was "
+                              f"trained on {_names(trained_on)}; resume with the data the run was trained on, or train "
+                              "a new run on this data")
     if not quiet:
         print(ds.describe() + f" ({'in memory' if ds.mode == 'memory' else 'streamed from the image cache'})",
               file=log, flush=True)
@@ -189,7 +207,11 @@ def _train(resolved: TrainConfig, cfg: TrainConfig, ds, run_dir: Path, state: di
         print(_balance_line(trainer, ds), file=log, flush=True)
     result = trainer.fit()
     if trainer.best_epoch:
-        result.update(_calibrate(run_dir, ds, trainer.cfg, log=None if quiet else log))
+        try:
+            result.update(_calibrate(run_dir, ds, trainer.cfg, log=None if quiet else log))
+        except NoSpaceError as e:
+            raise e.add(f"the trained model is saved in {run_dir} (its best epoch, uncalibrated): free some space "
+                        f"and run cnnkit calibrate {run_dir} to finish it") from None
     result["seconds"] = round(time.perf_counter() - start, 2)  # start to the last checkpoint
     if trainer.cfg.report and trainer.best_epoch:
         _write_report(result, run_dir, ds, log)
@@ -237,6 +259,7 @@ def calibrate(run_dir: str | Path, *, operating_point: str | None = None, positi
     cfg = train_cfg.replace(operating_point=operating_point or decision.get("rule") or train_cfg.operating_point,
                             positive=positive or decision.get("positive") or train_cfg.positive)
     parse_rule(cfg.operating_point)
+    remove_stale_temps(run_dir)  # model.json is rewritten here: what killed writes of it left behind goes
     pred = load_model(run_dir)
     ds = load_run_data(pred, data)
     _check_decision(cfg, ds)

@@ -28,3 +28,15 @@ class UnknownNameError(CnnkitError, KeyError):
 
 class InputSizeError(CnnkitError, ValueError):
     """An input shape a model or op cannot take."""
+
+
+def refused_pickle(e: BaseException, limit: int = 160) -> str:
+    """What `torch.load(weights_only=True)` refused, as one plain line: PyTorch's message is several lines with
+    colour codes, the part that names the refused global somewhere in the middle."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e))
+    found = re.search(r"[^\n]*unsupported (?:global|operand)[^\n]*", text, re.I)
+    line = found.group(0) if found else next((s for s in text.splitlines() if s.strip()), "content weights_only refuses")
+    line = "".join(ch if ch.isprintable() else " " for ch in line).strip().rstrip(".")
+    return line if len(line) <= limit else line[:limit - 1] + "…"

@@ -17,6 +17,7 @@ batches (two batch sizes) and must agree to 1e-4; otherwise nothing is written (
 from __future__ import annotations
 
 import copy
+import io
 import json
 import warnings
 from pathlib import Path
@@ -154,7 +155,13 @@ def export_model(model: nn.Module, preprocess: Preprocess, path: str | Path, fmt
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # TorchScript's deprecation notices and shape-check TracerWarnings
                 traced = torch.jit.trace(net, batches[0], check_trace=False)
-                torch.jit.save(traced, tmp, _extra_files={EXTRA_FILE: json.dumps(meta)})
+                # into memory, then to the file with Python's own write: torch.jit.save writing to a path aborts
+                # the whole process (SIGABRT, no exception) when the disk is full
+                buf = io.BytesIO()
+                torch.jit.save(traced, buf, _extra_files={EXTRA_FILE: json.dumps(meta)})
+                with open(tmp, "wb") as f:
+                    f.write(buf.getbuffer())
+                del buf
                 loaded = torch.jit.load(tmp, _extra_files=extra)
             if json.loads(extra[EXTRA_FILE]) != meta:
                 raise CnnkitError(f"{path}: the saved {EXTRA_FILE} did not read back as written; not kept")

@@ -5,7 +5,10 @@
   channels and size. Grayscale ↔ RGB, alpha composited on white, EXIF orientation applied, then the shorter
   side resized to the target and the centre cropped (`ImageOps.fit`, bilinear with antialiasing); with
   `crop` < 1, resized to target/crop first and the centre `crop` kept (ImageNet evaluation's resize 256,
-  crop 224: `crop=0.875`, what a pretrained network's weights ask for). Images of
+  crop 224: `crop=0.875`, what a pretrained network's weights ask for). 16-bit PNG/TIFF grayscale becomes 8 bits
+  first, by one fixed scale, v / (2^`bits` − 1) × 255 (`bits` 16, or the data set's depth: 12 for 0–4095 data),
+  so a 16-bit copy (v × 257) of an 8-bit image gives exactly that image, in a 1- or a 3-channel model; DICOM and
+  `window` map through the window as floats, rounded after the resize. Images of
   the built-in array sources (IDX, CIFAR) take this same path, so a PNG written from one of them predicts
   exactly as its training sample was seen. Large JPEGs are decoded at a reduced scale first (libjpeg's DCT
   scaling, `Image.draft`), never below the target size: a 4,000×3,000 photo for a 224 model decodes at
@@ -33,7 +36,9 @@ import torch.nn as nn
 
 from .errors import CnnkitError
 
-HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+INT_HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16-bit PNG/TIFF grayscale (and 32-bit integer)
+HIGH_BIT_MODES = (*INT_HIGH_BIT_MODES, "F")
+HIGH_BIT_DEPTHS = (8, 10, 12, 14, 16)  # `bits`: the depths sensors and files use
 GRAY_MODES = ("1", "L", "LA", *HIGH_BIT_MODES)  # a data set of only these is 1-channel
 RESIZE_POLICIES = ("fit",)  # shorter side to the target, then centre crop (the aspect ratio is kept)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -48,6 +53,7 @@ class Preprocess:
     resize: str = "fit"
     crop: float = 1.0  # the share of the resized image kept (centre crop); 1: all of it
     window: tuple[float, float] | None = None  # (center, width) for DICOM and 16-bit images; None: their own
+    bits: int | None = None  # significant bits of 16-bit PNG/TIFF values (12: 0-4095 is black to white); None: 16
 
     def __post_init__(self):
         object.__setattr__(self, "size", tuple(int(v) for v in self.size))
@@ -74,6 +80,8 @@ class Preprocess:
         if self.window is not None and (len(self.window) != 2 or not all(math.isfinite(v) for v in self.window)
                                         or self.window[1] < 1):
             return f"window must be (center, width) with width at least 1, got {list(self.window)}"
+        if self.bits is not None and self.bits not in HIGH_BIT_DEPTHS:
+            return f"bits must be one of {', '.join(map(str, HIGH_BIT_DEPTHS))}, got {self.bits!r}"
         if self.resize not in RESIZE_POLICIES:
             return f"resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}"
         return None
@@ -84,6 +92,8 @@ class Preprocess:
                "resize": self.resize, "crop": self.crop}
         if self.window is not None:
             out["window"] = list(self.window)
+        if self.bits is not None:
+            out["bits"] = self.bits
         return out
 
     @classmethod
@@ -95,10 +105,12 @@ class Preprocess:
             if key not in d:
                 raise CnnkitError(f"{where} lacks '{key}'")
         try:
-            window = d.get("window")
+            window, bits = d.get("window"), d.get("bits")
+            if bits is not None and type(bits) is not int:
+                raise TypeError(f"bits must be an integer, got {bits!r}")
             return cls(int(d["channels"]), tuple(d["size"]), tuple(d["mean"]), tuple(d["std"]),
                        str(d.get("resize", "fit")), float(d.get("crop", 1.0)),
-                       tuple(window) if window is not None else None)
+                       tuple(window) if window is not None else None, bits)
         except (TypeError, ValueError) as e:
             raise CnnkitError(f"{where} is malformed ({e})") from None
         except CnnkitError as e:
@@ -113,7 +125,9 @@ class Preprocess:
             im = _array_to_pil(im)
         if not isinstance(im, Image.Image):
             raise CnnkitError(f"expected an image (file path, PIL image or uint8 array), got {type(im).__name__}")
-        if im.mode in HIGH_BIT_MODES:  # 16-bit grayscale, DICOM: resized as floats, rounded to 8 bits last
+        if im.mode in INT_HIGH_BIT_MODES and self.window is None:  # 16-bit PNG/TIFF: to 8 bits first, then
+            im = self._to_8_bits(im)  # as an 8-bit image: a 16-bit copy (v×257) of an image is that image
+        elif im.mode in HIGH_BIT_MODES:  # DICOM, --window: windowed and resized as floats, rounded to 8 bits last
             return self._high_bit(im)
         if im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info:  # transparent → white
             im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
@@ -121,9 +135,19 @@ class Preprocess:
         a = np.asarray(im, dtype=np.uint8)
         return a[None].copy() if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
+    def _to_8_bits(self, im):
+        """A 16-bit (or 32-bit integer) grayscale image → 8-bit "L": v / (2^bits − 1) × 255, rounded, with `bits`
+        16 unless the data set said otherwise (a 12-bit camera's 0–4095). The same for every image, so brightness
+        keeps its meaning across images, and a 16-bit copy of an 8-bit image (v × 257) gives that image back."""
+        from PIL import Image
+
+        a = np.asarray(im, dtype=np.float64) * (255.0 / (2 ** (self.bits or 16) - 1))
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
     def _high_bit(self, im) -> np.ndarray:
-        """A 16/32-bit grayscale image, or a DICOM's display values: windowed to 0–255 as floats (`window`, else
-        a DICOM's own window, else the image's min to max), resized and cropped as floats, then rounded."""
+        """A DICOM's display values, or a 16/32-bit grayscale image with `window`: windowed to 0–255 as floats
+        (`window`, else a DICOM's own window, else, for a float image, its min to max), resized and cropped as
+        floats, then rounded."""
         from PIL import Image
 
         if not (im.mode == "F" and im.info.get("windowed")):  # a DICOM was windowed when read (data/dicom.py)

@@ -37,6 +37,19 @@ def digits_run(tmp_path_factory) -> Path:
     return Path(result["run_dir"])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_log_dir(tmp_path_factory):
+    """The CLI's internal-error logs (cnnkit/cli/__init__.py) of this session go to its own folder, never to the
+    user's ~/.cache/cnnkit/logs."""
+    old = os.environ.get("CNNKIT_LOG_DIR")
+    os.environ["CNNKIT_LOG_DIR"] = str(tmp_path_factory.mktemp("cnnkit-logs"))
+    yield
+    if old is None:
+        os.environ.pop("CNNKIT_LOG_DIR", None)
+    else:
+        os.environ["CNNKIT_LOG_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -63,9 +63,19 @@ def test_one_training_per_run_directory_at_a_time(tmp_path):
 def test_16_bit_and_transparent_images_are_the_same_pixels_for_every_model():
     im16 = Image.fromarray(np.array([[6400, 8192, 10000, 11776]], dtype=np.uint16)).convert("I;16")
     gray, rgb = Preprocess(1, (1, 4), (0,), (1,)), Preprocess(3, (1, 4), (0,) * 3, (1,) * 3)
-    # its own range stretched to 0-255 (as floats: resized before rounding), not squashed by 256 first
-    assert gray.image(im16)[0, 0].tolist() == [0, 85, 171, 255]
+    # one fixed scale, v / 257 (16 bits unless the data set's depth says otherwise), never each image's own range
+    assert gray.image(im16)[0, 0].tolist() == [25, 32, 39, 46]
     assert (rgb.image(im16) == gray.image(im16)).all()
+    # a 16-bit copy (v × 257) of an 8-bit image is that image, resized or not, for a 1- and a 3-channel model
+    rng = np.random.default_rng(0)
+    im8 = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    copy16 = Image.fromarray(im8.astype(np.uint16) * 257)
+    assert copy16.mode == "I;16"
+    for c in (1, 3):
+        for size in ((37, 53), (16, 16)):
+            p = Preprocess(c, size, (0,) * c, (1,) * c)
+            assert np.array_equal(p.image(copy16), p.image(Image.fromarray(im8))), (c, size)
+            assert np.array_equal(p.image(copy16.convert("I")), p.image(Image.fromarray(im8))), (c, size)
     clear = Image.new("LA", (4, 1), (0, 0))  # black but fully transparent: white, as the docstring says
     assert gray.image(clear).min() == 255 and rgb.image(clear).min() == 255
 
@@ -99,7 +109,7 @@ def test_save_csv_is_checked_before_predicting_and_has_one_column_pair_per_class
     img = tmp_path / "x.png"
     Image.fromarray(np.uint8(load_digits().images[0] * 15)).save(img)
     assert main(["predict", run, str(img), "--save-csv", str(tmp_path)]) == 2
-    assert "is a folder" in capsys.readouterr().err
+    assert "--save-csv" in (err := capsys.readouterr().err) and "is an existing folder" in err
     assert main(["predict", run, str(img), "--save-csv", str(Path(run) / "model.json")]) == 2
     assert "would overwrite a file of the run" in capsys.readouterr().err
     assert main(["predict", run, str(img), "--top-k", "3", "--save-csv", str(tmp_path / "p.csv")]) == 0

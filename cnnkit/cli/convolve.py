@@ -15,6 +15,7 @@ NAME = "convolve"
 HELP = "convolve an image (or a scikit-image sample photo) with a kernel; write the feature map as a PNG"
 
 from ..data.samples import SAMPLES
+from ._common import out_file, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,11 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", required=True, metavar="NAME|MATRIX",
                    help="a named kernel (sobel_x, sobel_y, horizontal_edge, prewitt_x, prewitt_y, laplacian, "
                         "sharpen, box, gaussian, …) or a matrix, e.g. '[[1,0,-1],[2,0,-2],[1,0,-1]]'")
-    p.add_argument("--stride", type=int, default=1, metavar="S", help="step between windows (default: 1)")
+    p.add_argument("--stride", type=positive_int, default=1, metavar="S", help="step between windows (default: 1)")
     p.add_argument("--padding", default="valid", metavar="valid|same|N",
                    help="zeros around the image: none (valid, the default), enough to keep the size (same), "
                         "or N pixels on each side")
-    p.add_argument("--out", required=True, metavar="FILE.png", help="where to write the feature map")
+    p.add_argument("--out", required=True, metavar="FILE.png", type=out_file, help="where to write the feature map")
     p.add_argument("--side-by-side", action="store_true", help="write the input and the feature map side by side")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -109,15 +110,30 @@ def side_by_side(left, right, gap: int = 8):
     return canvas
 
 
+def conv_bytes(image_shape: tuple[int, int], kernel_shape: tuple[int, int], stride: int, padding) -> int:
+    """What `ops.conv2d` and this command allocate, in bytes (float64): the padded image, im2col's columns (one
+    window per output position, plus the bias row), the map and its copies for viewing.
+
+    >>> conv_bytes((512, 512), (3, 3), 1, 100000) > 298 * 2**30
+    True
+    """
+    (h, w), (kh, kw) = image_shape, kernel_shape
+    ph, pw = ((kh - 1) // 2 + 1, (kw - 1) // 2 + 1) if padding == "same" else \
+        (0, 0) if padding == "valid" else (padding, padding)
+    ho, wo = max(0, (h + 2 * ph - kh) // stride + 1), max(0, (w + 2 * pw - kw) // stride + 1)
+    return 8 * ((h + 2 * ph) * (w + 2 * pw) + (kh * kw + 1) * ho * wo + 4 * ho * wo)
+
+
 def _padding(text: str):
     from ..errors import CnnkitError
+    from ._common import printable
 
     t = text.strip().lower()
     if t in ("valid", "same"):
         return t
     if t.isdigit():
         return int(t)
-    raise CnnkitError(f"--padding '{text}': expected valid, same or a number of pixels (0, 1, 2, …)")
+    raise CnnkitError(f"--padding '{printable(text)}': expected valid, same or a number of pixels (0, 1, 2, …)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import CnnkitError
     from ..ops import KERNELS, conv2d, resolve_kernel
-    from ._common import print_json
+    from ._common import check_memory, print_json, printable
 
     if not args.out.lower().endswith(".png"):
         raise CnnkitError(f"--out '{args.out}': expected a .png file name, e.g. edges.png")
@@ -142,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     if padding != "same" and (image.shape[0] + 2 * pad < kh or image.shape[1] + 2 * pad < kw):
         raise CnnkitError(f"--kernel is {kh}×{kw}, larger than the image {image.shape[0]}×{image.shape[1]} "
                           f"with padding {pad}; use a smaller kernel or --padding same")
+    check_memory(conv_bytes(image.shape, kernel.shape, args.stride, padding),
+                 f"--padding {padding} with --stride {args.stride} on this {image.shape[0]}×{image.shape[1]} image",
+                 "give a smaller --padding (or a larger --stride)")
     fmap = conv2d(image[None, None], kernel[None, None], stride=args.stride, padding=padding)[0, 0]
     stats = {"min": float(fmap.min()), "max": float(fmap.max()), "mean": float(fmap.mean()),
              "std": float(fmap.std())}
@@ -156,9 +175,9 @@ def run(args: argparse.Namespace) -> int:
                     "side_by_side": args.side_by_side})
         return 0
     rows = "; ".join(" ".join(f"{v:g}" for v in r) for r in kernel)
-    print(f"input   {source}: {image.shape[0]}×{image.shape[1]}, values 0…1")
+    print(f"input   {printable(source)}: {image.shape[0]}×{image.shape[1]}, values 0…1")
     print(f"kernel  {kname if kname in KERNELS else 'matrix'} {kh}×{kw}: [{rows}] (cross-correlation, as PyTorch)")
     print(f"output  {fmap.shape[0]}×{fmap.shape[1]} (stride {args.stride}, padding {padding})")
     print(f"raw     min {stats['min']:.4g}  max {stats['max']:.4g}  mean {stats['mean']:.4g}  std {stats['std']:.4g}")
-    print(f"wrote   {args.out}{' (input | feature map)' if args.side_by_side else ''}, scaled for viewing: {scaling}")
+    print(f"wrote   {printable(args.out)}{' (input | feature map)' if args.side_by_side else ''}, scaled for viewing: {scaling}")
     return 0

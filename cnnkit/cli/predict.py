@@ -16,17 +16,17 @@ HELP = "classify images (files, folders, globs, sample names) with a trained run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ._common import add_weight_flags
+    from ._common import add_weight_flags, out_file, positive_int
 
     p.add_argument("run_dir", metavar="RUN_DIR|MODEL", help="a run directory, or a model name with --pretrained")
     p.add_argument("images", nargs="+", metavar="INPUT", help="image files, folders, globs or sample names")
-    p.add_argument("--top-k", type=int, default=3, metavar="K")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images decoded at a time (default 64)")
+    p.add_argument("--top-k", type=positive_int, default=3, metavar="K")
+    p.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="images decoded at a time (default 64)")
     p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
                    help="onnx: ONNX Runtime (exports RUN_DIR/model.onnx first if needed)")
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
                    help="an unreadable image: stop, naming it (default), or report it and go on")
-    p.add_argument("--save-csv", default=None, metavar="FILE", help="also write path,class,probability rows")
+    p.add_argument("--save-csv", default=None, metavar="FILE", type=out_file, help="also write path,class,probability rows")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average over the image, its small shifts and (where the run "
                         "trained with flips) its mirror image")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_text
     from ..errors import CnnkitError
     from ..run import expand_inputs
-    from ._common import print_json
+    from ._common import print_json, printable
 
     if args.top_k < 1:
         raise CnnkitError(f"--top-k must be at least 1, got {args.top_k}")
@@ -67,12 +67,12 @@ def run(args: argparse.Namespace) -> int:
 
     def on_error(item, exc):
         errors.append({"image": str(item), "error": str(exc)})
-        print(f"warning: {exc}", file=sys.stderr)
+        print(f"warning: {printable(exc)}", file=sys.stderr)
 
     results = []
     rule = model.decision_text()  # a two-class run with an operating point: the class is decided by it
     if rule and not args.json:
-        print(f"decision: {rule}", file=sys.stderr)
+        print(f"decision: {printable(rule)}", file=sys.stderr)
     for item, top, decided in model.predict_iter(inputs, top_k=args.top_k, batch_size=args.batch_size,
                                                  on_error=on_error if args.on_bad_image == "skip" else None,
                                                  tta=args.tta, decisions=True):
@@ -82,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
         if rule:
             row["decision"] = decided
         if not args.json:
-            print(f"{item}: " + ", ".join(f"{c} {p:.4f}" for c, p in top) + (f" -> {decided}" if rule else ""),
-                  flush=True)
+            # a file or class name is data: its control characters escaped, so it cannot forge or split a line
+            print(f"{printable(item)}: " + ", ".join(f"{printable(c)} {p:.4f}" for c, p in top)
+                  + (f" -> {printable(decided)}" if rule else ""), flush=True)
         results.append(row)
     if args.save_csv:
         buf = io.StringIO()
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             out["csv"] = args.save_csv
         print_json(out)
     elif args.save_csv:
-        print(f"wrote {len(results)} predictions to {args.save_csv}", file=sys.stderr)
+        print(f"wrote {len(results)} predictions to {printable(args.save_csv)}", file=sys.stderr)
     return 0
 
 

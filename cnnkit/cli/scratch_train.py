@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..ops.scratch import DEFAULTS
+from ._common import nonneg_float, positive_float, positive_int, seed
 
 NAME = "scratch-train"
 HELP = "train a small CNN on scikit-learn's digits with cnnkit's NumPy ops: hand-written backward passes, no autograd"
@@ -12,13 +13,13 @@ HELP = "train a small CNN on scikit-learn's digits with cnnkit's NumPy ops: hand
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
-    p.add_argument("--epochs", type=int, default=d["epochs"], help=f"passes over the data (default: {d['epochs']})")
-    p.add_argument("--lr", type=float, default=d["lr"],
+    p.add_argument("--epochs", type=positive_int, default=d["epochs"], help=f"passes over the data (default: {d['epochs']})")
+    p.add_argument("--lr", type=positive_float, default=d["lr"],
                    help=f"initial learning rate, decayed along a half cosine (default: {d['lr']})")
-    p.add_argument("--momentum", type=float, default=d["momentum"], help=f"SGD momentum (default: {d['momentum']})")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+    p.add_argument("--momentum", type=nonneg_float, default=d["momentum"], help=f"SGD momentum (default: {d['momentum']})")
+    p.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
                    help=f"examples per step (default: {d['batch_size']})")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="initial weights and batch order (default: 0)")
+    p.add_argument("--seed", type=seed, default=DEFAULTS["seed"], help="initial weights and batch order (default: 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object (with the per-epoch history)")
 
 

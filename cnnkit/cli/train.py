@@ -48,6 +48,19 @@ def _one_of(choices: tuple):
     return parse
 
 
+def _type(name: str, kind: type):
+    """The argparse type of a field's flag: a value out of its range (or NaN, which slips past every comparison
+    in `check`) is refused while parsing, naming the flag. Ranges that depend on other flags stay in `check`."""
+    from . import _common as c
+
+    named = {"epochs": c.positive_int, "batch_size": c.positive_int, "patience": c.positive_int,
+             "max_pixels": c.positive_int, "freeze_epochs": c.nonneg_int, "img_size": c.img_size, "seed": c.seed,
+             "lr": c.positive_float, "val_fraction": c.positive_float, "weight_decay": c.nonneg_float,
+             "momentum": c.nonneg_float, "label_smoothing": c.nonneg_float, "lr_mult": c.positive_float,
+             "device": c.device, "out": c.out_dir}
+    return named.get(name) or {int: c.integer, float: c.finite_float}.get(kind, kind)
+
+
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, default argparse.SUPPRESS: an option left out is absent from args."""
     from ..engine.config import TrainConfig, flag
@@ -64,7 +77,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag(f.name), type=_one_of(meta["choices"]), choices=meta["choices"],
                            metavar=meta.get("metavar"), **kw)
         else:
-            p.add_argument(flag(f.name), type=kind, metavar=meta.get("metavar") or _METAVARS.get(kind), **kw)
+            p.add_argument(flag(f.name), type=_type(f.name, kind), metavar=meta.get("metavar") or _METAVARS.get(kind),
+                           **kw)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import api
     from ..engine.config import TrainConfig, apply_preset, check, flag
     from ..errors import CnnkitError
-    from ._common import print_json
+    from ._common import check_img_size, print_json, printable
 
     log = sys.stderr if args.json else sys.stdout
     options = config_options(args)
@@ -111,14 +125,54 @@ def run(args: argparse.Namespace) -> int:
         check(TrainConfig(**options))
         result = api.resume(args.resume, log_stream=log, **options)
     else:
-        check(apply_preset(TrainConfig(**options)))  # a bad value fails now, not after the data has loaded
+        cfg = check(apply_preset(TrainConfig(**options)))  # a bad value fails now, not after the data has loaded
+        if cfg.img_size is not None:
+            check_img_size(cfg.img_size, batch=cfg.batch_size or 64)  # 64: resolve's smallest default
+            _check_model_size(cfg)
         result = api.train(log_stream=log, **options)
     if result.get("stopped"):
-        print(result["stopped"], file=log)
-    print(f"run directory: {result['run_dir']} (model.safetensors, model.json, metrics.csv, train_state.pt, "
+        print(printable(result["stopped"]), file=log)
+    print(f"run directory: {printable(result['run_dir'])} (model.safetensors, model.json, metrics.csv, train_state.pt, "
           "TensorBoard events)", file=log)
     if args.json:
         print_json(result)
     else:
         print(f"val_acc={result['val_acc']:.4f}")
     return 0
+
+
+def _check_model_size(cfg) -> None:
+    """--img-size below what --model accepts: one line naming both, before any data is read. The model is built
+    (no weights) to ask it, since some models' minimum depends on their options; a model that cannot be built
+    here is left for training to report."""
+    from ..engine.config import PRETRAINED_MODEL
+    from ..errors import CnnkitError, InputSizeError
+    from ..models import create_model, list_models
+
+    side = cfg.img_size
+    name = cfg.model or (PRETRAINED_MODEL if (cfg.pretrained or cfg.weights) else
+                         "simplecnn" if side <= 32 else "simplecnn_bn")
+    if name not in list_models():
+        return
+    kw = dict(cfg.model_kwargs)
+    if (cfg.pretrained or cfg.weights) and kw.get("small_input") is None:
+        kw["small_input"] = False  # what create_model does for pretrained weights
+    try:
+        import torch
+
+        with torch.device("meta"):  # the shapes only: no memory, no initialisation time
+            model = create_model(name, in_channels=3, num_classes=2, input_size=(side, side), **kw)
+        low = int(getattr(model, "min_input_size", 1) or 1)
+    except InputSizeError as e:  # the builder's own word on this size
+        raise CnnkitError(f"--img-size {side} is too small for {name} ({e}); give a larger --img-size or another "
+                          "--model") from None
+    except CnnkitError as e:
+        raise CnnkitError(f"--img-size {side}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a builder's own complaint; only one about this size is ours
+        if not isinstance(e, ValueError) or f"{side}x{side}" not in str(e):
+            return
+        raise CnnkitError(f"--img-size {side} is too small for {name} ({e}); give a larger --img-size or another "
+                          "--model") from None
+    if side < low:
+        raise CnnkitError(f"--img-size {side} is too small for {name}: it needs at least {low}x{low}; give "
+                          f"--img-size {low} or more, or another --model")

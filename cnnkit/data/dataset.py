@@ -190,14 +190,16 @@ def available_memory() -> int:
 
 
 # --- building the data ------------------------------------------------------------------------------------
-def _pixels(source: Source, img_size: int | None, max_pixels: int, fingerprint: str) -> tuple[int, tuple, list]:
+def _pixels(source: Source, img_size: int | None, max_pixels: int,
+            fingerprint: str) -> tuple[int, tuple, list, int | None]:
     """Channels and size of the images the model will see; for files, the unreadable ones found from
-    their headers (nothing decoded yet). For files the answer is kept beside the image cache, under the files'
-    fingerprint: a second run on the same files reads no header."""
+    their headers (nothing decoded yet), and the bit depth of its 16-bit PNG/TIFF images (`_depth`). For files
+    the answer is kept beside the image cache, under the files' fingerprint: a second run on the same files
+    reads no header."""
     first = next(iter(source.splits.values()))
     if not source.is_files:
         c, h, w = first.x.shape[1:]
-        return int(c), ((img_size, img_size) if img_size else (int(h), int(w))), []
+        return int(c), ((img_size, img_size) if img_size else (int(h), int(w))), [], None
     import json
 
     from .._io import atomic_write_json
@@ -206,14 +208,41 @@ def _pixels(source: Source, img_size: int | None, max_pixels: int, fingerprint: 
     saved = cache_root().parent / "headers" / f"{key}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # not there yet, or damaged: scanned below
         d = json.loads(saved.read_text(encoding="utf-8"))
-        return int(d["channels"]), tuple(d["size"]), [BadImage(p, r) for p, r in d["bad"]]
-    channels, size, bad = _scan_headers(source, img_size, max_pixels)
+        bits = d["bits"]
+        return int(d["channels"]), tuple(d["size"]), [BadImage(p, r) for p, r in d["bad"]], \
+            (int(bits) if bits is not None else None)
+    channels, size, bad, bits = _scan_headers(source, img_size, max_pixels)
     with contextlib.suppress(OSError):  # a read-only or full cache folder only costs the next run this scan
-        atomic_write_json(saved, {"channels": channels, "size": list(size), "bad": [[b.path, b.reason] for b in bad]})
-    return channels, size, bad
+        atomic_write_json(saved, {"channels": channels, "size": list(size), "bad": [[b.path, b.reason] for b in bad],
+                                  "bits": bits})
+    return channels, size, bad, bits
 
 
-def _scan_headers(source: Source, img_size: int | None, max_pixels: int) -> tuple[int, tuple, list]:
+def _depth(paths: list[str], max_pixels: int) -> int | None:
+    """The bit depth of a data set's 16-bit PNG/TIFF images (DICOM has its own): the smallest of 8, 10, 12, 14
+    and 16 bits that holds their largest value, so that 12-bit data in 16-bit files spans black to white
+    (0..4095, not 0..15) and 16-bit copies of 8-bit images (0..65535) give those images back. One depth for the
+    whole data set, saved in the run's preprocessing: brightness means the same in every image, at predict too.
+    None: no such images."""
+    from ..preprocess import HIGH_BIT_DEPTHS
+    from .images import open_image
+
+    def peak(p: str) -> int:
+        try:
+            return int(np.asarray(open_image(p, max_pixels=max_pixels)).max())
+        except BadImagesError:
+            return 0  # reported when the images are decoded
+    if not paths:
+        return None
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        top = max(pool.map(peak, paths))
+    return next((b for b in HIGH_BIT_DEPTHS if top < 2 ** b), 16)
+
+
+def _scan_headers(source: Source, img_size: int | None, max_pixels: int) -> tuple[int, tuple, list, int | None]:
+    from ..preprocess import INT_HIGH_BIT_MODES
+    from . import dicom
+
     paths = [p for it in source.splits.values() for p in it.paths]
     headers = read_headers(paths, max_pixels)
     bad = [h for h in headers if isinstance(h, BadImage)]  # reported with the ones decoding finds
@@ -229,7 +258,9 @@ def _scan_headers(source: Source, img_size: int | None, max_pixels: int) -> tupl
         size = (h, w)
     else:
         size = (128, 128)  # photos: a CPU-friendly default; --img-size 224 for ImageNet-sized training
-    return channels, size, bad
+    deep = [p for p, h in zip(paths, headers) if not isinstance(h, BadImage) and h[0] in INT_HIGH_BIT_MODES
+            and not dicom.is_dicom(p)]
+    return channels, size, bad, _depth(deep, max_pixels)
 
 
 def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log, fingerprint: str) -> tuple:
@@ -262,6 +293,7 @@ def _store(source: Source, pixels: Preprocess, mode: str, max_pixels: int, log, 
     # the decoder and the resizing are part of the pixels: another Pillow or cnnkit gives another cache
     key = cache_key(fingerprint, {"channels": c, "size": [h, w], "resize": pixels.resize, **({"crop": pixels.crop} if pixels.crop < 1 else {}),
                                   **({"window": list(pixels.window)} if pixels.window else {}),
+                                  **({"bits": pixels.bits} if pixels.bits else {}),
                                   "max_pixels": max_pixels,
                                   "jpeg_draft": True, "pillow": PIL.__version__, "cnnkit": __version__})
     cache, _ = open_or_build(key, n, (c, h, w), load, describe=f"{source.name} at {c}x{h}x{w}", log=log,
@@ -307,7 +339,8 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
               on_bad_image: str = "fail", max_pixels: int | None = None, mean=None, std=None,
               download: bool = False, mode: str = "auto", manifest: dict | None = None,
               preprocess: Preprocess | None = None, min_size: int | None = None, window=None,
-              group_by: str | None = None, log=None) -> ImageData:
+              group_by: str | None = None, log=None,
+              bad_image_hint: str = " Fix or remove them, or pass --on-bad-image skip to leave them out.") -> ImageData:
     """Read a data set: in memory or streamed (`mode`), split, with its preprocessing.
 
     `val_fraction` (default 0.1, 0.2 for digits) of the training images, stratified and seeded, become the
@@ -335,11 +368,11 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
     split_fps = {name: it.fingerprint() for name, it in source.splits.items()}
     fingerprint = "/".join(split_fps.values())  # the identity of the files (or arrays): keys the caches
     if preprocess is not None:
-        channels, size, header_bad = preprocess.channels, preprocess.size, []
+        channels, size, header_bad, bits = preprocess.channels, preprocess.size, [], preprocess.bits
     else:
-        channels, size, header_bad = _pixels(source, img_size, max_pixels, fingerprint)
+        channels, size, header_bad, bits = _pixels(source, img_size, max_pixels, fingerprint)
         if img_size is None and min_size and min(size) < min_size:
-            channels, size, header_bad = _pixels(source, min_size, max_pixels, fingerprint)
+            channels, size, header_bad, bits = _pixels(source, min_size, max_pixels, fingerprint)
         if mean is not None and std is not None and channels == 1 and len(mean) == 3:
             mean, std = [round(sum(mean) / 3, 6)], [round(sum(std) / 3, 6)]
     if preprocess is not None:
@@ -349,7 +382,7 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
 
         window = parse_window(window)
     pixels = Preprocess(channels, size, (0.0,) * channels, (1.0,) * channels,
-                        crop=preprocess.crop if preprocess is not None else 1.0, window=window)
+                        crop=preprocess.crop if preprocess is not None else 1.0, window=window, bits=bits)
     mode, store, bad_rows, digests, cache = _store(source, pixels, mode, max_pixels, log, fingerprint)
 
     # every item: its source split, key, label, row in the store; the unreadable ones set aside
@@ -372,7 +405,7 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
     header_paths = {b.path for b in header_bad}
     skipped = header_bad + [b for b in skipped if b.path not in header_paths]
     if skipped and on_bad_image == "fail" and manifest is None:
-        raise BadImagesError(skipped, " Fix or remove them, or pass --on-bad-image skip to leave them out.")
+        raise BadImagesError(skipped, bad_image_hint)
     if skipped and manifest is None:
         print(f"warning: skipping {len(skipped)} unreadable image(s): " + "; ".join(map(str, skipped[:10])),
               file=log)
@@ -424,7 +457,7 @@ def load_data(spec: str, *, img_size: int | None = None, val_fraction: float | N
         else:
             m, sd = channel_stats(splits["train"], seed)
         prep = Preprocess(channels, size, tuple(mean if mean is not None else m), tuple(std if std is not None else sd),
-                          window=window)
+                          window=window, bits=bits)
     return ImageData(source.name, source.spec, list(source.classes), splits, prep, mode=mode,
                      flips=bool(source.flips), flips_reason=source.flips_reason, source_kind=source.kind,
                      source_root=source.root, split_info=info, skipped=skipped, fingerprints=fingerprints,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import unicodedata
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,28 @@ T = TypeVar("T")
 MAX_PIXELS = 40_000_000  # refuse larger images (decompression bombs); 40 MP is beyond any camera JPEG in practice
 
 
+def control_character(text: str) -> str | None:
+    """The first character of `text` that would break, forge or hide in a line of output, or None: a control
+    character (a newline, an escape sequence), a format character (a bidirectional override, a zero-width space,
+    a byte-order mark), a line or paragraph separator, or a lone surrogate (a file name that is not UTF-8,
+    which cannot even be printed)."""
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            return ch
+    return None
+
+
+def shown(text) -> str:
+    """`text` as it may be printed on one line: itself, or escaped as Python does (\\n, \\x1b, \\u202e) where it
+    holds a character that is not printable, so a file named 'a\\ncnnkit: …' cannot forge a line of output.
+
+    >>> shown('a\\nb.png')
+    "'a\\\\nb.png'"
+    """
+    text = str(text)
+    return text if text.isprintable() and control_character(text) is None else repr(text)
+
+
 @dataclass
 class BadImage:
     path: str
@@ -30,7 +53,7 @@ class BadImage:
     kind: str = "corrupt"  # "format": not an image at all; "size": over the pixel limit; "corrupt": the rest
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return f"{shown(self.path)}: {self.reason}"
 
 
 class BadImagesError(CnnkitError):

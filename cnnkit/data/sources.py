@@ -12,15 +12,18 @@ import csv
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
+import unicodedata
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CnnkitError, UnknownNameError
-from .images import IMAGE_EXTENSIONS, list_images
+from .images import IMAGE_EXTENSIONS, control_character, list_images, shown
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
@@ -100,21 +103,60 @@ def load_digits_source() -> Source:
 
 
 # --- IDX (MNIST, Fashion-MNIST) --------------------------------------------------------------------------
+IDX_TYPE_UBYTE = 0x08
+IDX_MAX_DIMS = 4  # MNIST's files have 1 (labels) or 3 (images); more is not an image file
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (LeCun's MNIST format), gzipped or not: magic 0x0000 0x08 ndim, big-endian sizes, uint8 data."""
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise CnnkitError(f"{path} is not an IDX file of unsigned bytes (magic {raw[:4].hex() or 'empty'}, "
-                          "expected 0000080N)")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise CnnkitError(f"{path} is truncated: header says {dims} = {int(np.prod(dims))} values, "
-                          f"found {data.size}")
-    return data.reshape(dims)
+    """An IDX file (LeCun's MNIST format), gzipped or not: magic 0x0000 0x08 ndim, big-endian sizes, uint8 data.
+
+    The header is checked before anything is allocated from it: its sizes must match the file's length (a
+    plain file) or fit in the memory available (a gzipped one, which is then read in chunks, so a header
+    claiming 2^31 images costs only the bytes that are really there)."""
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != IDX_TYPE_UBYTE:
+                raise CnnkitError(f"{path} is not an IDX file of unsigned bytes (magic {head.hex() or 'empty'}, "
+                                  "expected 0000080N: 0x08 for unsigned bytes, N dimensions)")
+            ndim = head[3]
+            if not 1 <= ndim <= IDX_MAX_DIMS:
+                raise CnnkitError(f"{path}: its IDX header says {ndim} dimensions; expected 1 (labels) or 3 (images)")
+            sizes = f.read(4 * ndim)
+            if len(sizes) < 4 * ndim:
+                raise CnnkitError(f"{path} is truncated inside its header ({4 + len(sizes)} bytes); "
+                                  "download the file again")
+            dims = [int.from_bytes(sizes[4 * i: 4 * i + 4], "big") for i in range(ndim)]
+            n = math.prod(dims)  # Python ints: no overflow, whatever the header says
+            if n == 0:
+                raise CnnkitError(f"{path}: its IDX header says {dims}: no values; expected at least one image")
+            if gz:
+                from .dataset import available_memory
+
+                if n > available_memory():
+                    raise CnnkitError(f"{path}: its IDX header says {dims} = {n:,} bytes, more than the "
+                                      f"{available_memory():,} bytes of memory available; a damaged or crafted file?")
+            else:
+                have = os.fstat(f.fileno()).st_size - 4 - 4 * ndim
+                if have != n:
+                    raise CnnkitError(f"{path} is {'truncated' if have < n else 'longer than its header says'}: "
+                                      f"header says {dims} = {n:,} values, found {have:,}")
+            chunks, got = [], 0
+            while got < n:  # in chunks: the memory used is what the file holds, not what its header claims
+                chunk = f.read(min(n - got, 64 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+            extra = f.read(1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise CnnkitError(f"{path} cannot be read as an IDX file ({e}); download it again") from None
+    if got != n or extra:
+        raise CnnkitError(f"{path} is {'truncated' if got < n else 'longer than its header says'}: header says "
+                          f"{dims} = {n:,} values, found {got if got < n else f'more than {n:,}'}")
+    return np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(dims)
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -140,9 +182,16 @@ def load_idx_source(kind: str, folder: Path, spec: str, download: bool = False) 
                 continue
             raise CnnkitError(f"no {prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz] in {folder}; "
                               f"point {kind}:DIR at the folder holding them, or add --download to fetch them")
-        x, y = read_idx(images), read_idx(labels).astype(np.int64)
+        x, y = read_idx(images), read_idx(labels)
+        if x.ndim != 3 or y.ndim != 1:
+            bad, shape = (images, x.shape) if x.ndim != 3 else (labels, y.shape)
+            raise CnnkitError(f"{bad} holds an array of shape {list(shape)}; expected N×H×W images and N labels")
         if len(x) != len(y):
-            raise CnnkitError(f"{images} has {len(x)} images but {labels} has {len(y)} labels")
+            raise CnnkitError(f"{images} has {len(x)} images but {labels} has {len(y)} labels; the counts must match")
+        if int(y.max()) >= 10:
+            raise CnnkitError(f"{labels} holds label {int(y.max())} (at item {int(np.argmax(y >= 10))}); "
+                              f"{kind} has 10 classes, 0-9")
+        y = y.astype(np.int64)
         splits[split] = Items(y, x=x[:, None].copy())
     if kind == "fashion-mnist":
         return Source(kind, kind, spec, FASHION_CLASSES, splits, flips=True,
@@ -166,11 +215,76 @@ class _SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a CIFAR batch")
 
 
-def _unpickle(path: Path) -> dict:
+_UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+                    IndexError, KeyError, RecursionError, MemoryError, OverflowError, UnicodeDecodeError)
+
+
+def _unpickle(path: Path):
     try:
         return _SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-        raise CnnkitError(f"{path} is not a CIFAR-10 batch file ({e})") from None
+    except _UNPICKLE_ERRORS as e:  # whatever a damaged or crafted pickle makes the unpickler raise
+        raise CnnkitError(f"{path} is not a CIFAR-10 batch file ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _entry(d: dict, name: str):
+    """d[b'name'] (CIFAR's own files, pickled by Python 2) or d['name'] (a batch pickled by Python 3)."""
+    return d[name.encode()] if name.encode() in d else d.get(name)
+
+
+CIFAR_PIXELS = 3 * 32 * 32
+
+
+def _cifar_batch(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file → (uint8 N×3×32×32, int64 N labels), every part checked: a dict with b'data', a uint8
+    N×3072 array, and b'labels', N integers from 0 to n_classes - 1."""
+    d = _unpickle(path)
+    if not isinstance(d, dict):
+        raise CnnkitError(f"{path} holds a {type(d).__name__}, not a CIFAR-10 batch (a dict with b'data' and "
+                          "b'labels')")
+    data, labels = _entry(d, "data"), _entry(d, "labels")
+    if data is None or labels is None:
+        raise CnnkitError(f"{path} has no b'data'/b'labels' entries: not a CIFAR-10 batch")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_PIXELS \
+            or len(data) == 0:
+        got = f"a {data.dtype} array of shape {list(data.shape)}" if isinstance(data, np.ndarray) else \
+            f"a {type(data).__name__}"
+        raise CnnkitError(f"{path}: b'data' is {got}; a CIFAR-10 batch holds a uint8 array of N×3072 "
+                          "(N images of 3×32×32)")
+    if isinstance(labels, np.ndarray):
+        ok = labels.ndim == 1 and labels.dtype.kind in "iu"
+        labels = labels.tolist() if ok else labels
+    else:
+        ok = isinstance(labels, list) and all(type(v) is int for v in labels)
+    if not ok:
+        what = type(labels).__name__ if not isinstance(labels, list) else \
+            f"a list holding {type(next(v for v in labels if type(v) is not int)).__name__}"
+        raise CnnkitError(f"{path}: b'labels' must be a list of integers (one per image), got {what}")
+    if len(labels) != len(data):
+        raise CnnkitError(f"{path} has {len(data)} images but {len(labels)} labels; the counts must match")
+    y = np.asarray(labels, dtype=np.int64)
+    bad = np.flatnonzero((y < 0) | (y >= n_classes))
+    if len(bad):
+        raise CnnkitError(f"{path}: image {int(bad[0])} has label {int(y[bad[0]])}; labels must run from 0 to "
+                          f"{n_classes - 1} ({n_classes} classes)")
+    return data.reshape(-1, 3, 32, 32), y
+
+
+def _cifar_classes(path: Path) -> list[str]:
+    """batches.meta's b'label_names': a list of (at least 2) distinct names, bytes or str."""
+    meta = _unpickle(path)
+    names = _entry(meta, "label_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, (bytes, str)) for n in names):
+        raise CnnkitError(f"{path}: b'label_names' must be a list of at least 2 class names, got "
+                          f"{type(names).__name__ if not isinstance(names, list) else f'a list of {len(names)}'}")
+    try:
+        classes = [n.decode("utf-8") if isinstance(n, bytes) else n for n in names]
+    except UnicodeDecodeError:
+        raise CnnkitError(f"{path}: a class name in b'label_names' is not UTF-8 text") from None
+    for c in classes:
+        check_class_name(c, f"in {path}'s b'label_names'")
+    if len(set(classes)) != len(classes):
+        raise CnnkitError(f"{path}: b'label_names' names a class twice ({classes})")
+    return classes
 
 
 def load_cifar10_source(folder: Path, spec: str, download: bool = False) -> Source:
@@ -184,31 +298,34 @@ def load_cifar10_source(folder: Path, spec: str, download: bool = False) -> Sour
     missing = [str(p) for p in train_files + [folder / "test_batch"] if not p.is_file()]
     if len(missing) == 6:
         raise CnnkitError(f"no CIFAR-10 batches (data_batch_1..5, test_batch) in {folder}; add --download to fetch them")
-
-    def read(files):
-        xs, ys = [], []
-        for p in files:
-            d = _unpickle(p)
-            data, labels = d.get(b"data"), d.get(b"labels")
-            if data is None or labels is None:
-                raise CnnkitError(f"{p} has no b'data'/b'labels' entries: not a CIFAR-10 batch")
-            xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(labels, dtype=np.int64))
-        return Items(np.concatenate(ys), x=np.concatenate(xs))
-
-    splits = {"train": read([p for p in train_files if p.is_file()])}
-    if (folder / "test_batch").is_file():
-        splits["test"] = read([folder / "test_batch"])
     classes = [f"class_{i}" for i in range(10)]
     if (folder / "batches.meta").is_file():
-        meta = _unpickle(folder / "batches.meta")
-        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"label_names", classes)]
+        classes = _cifar_classes(folder / "batches.meta")
+
+    def read(files):
+        xs, ys = zip(*(_cifar_batch(p, len(classes)) for p in files))
+        return Items(np.concatenate(ys), x=np.concatenate(xs))
+
+    present = [p for p in train_files if p.is_file()]
+    if not present:
+        raise CnnkitError(f"{folder} has test_batch but no data_batch_1..5 to train on")
+    splits = {"train": read(present)}
+    if (folder / "test_batch").is_file():
+        splits["test"] = read([folder / "test_batch"])
     return Source("cifar10", "cifar10", spec, classes, splits, flips=True,
                   flips_reason="CIFAR-10: photos of objects, the same class when mirrored")
 
 
 # --- image files: folder and CSV -------------------------------------------------------------------------
 _UNKNOWN_FLIPS = "unknown content: a mirrored image may change class (text, digits, left/right anatomy)"
+def check_class_name(name: str, where: str) -> None:
+    """Refuse a class name holding a control character: it would split predict's output lines and model.json's
+    class list (a newline), or hide in them (a NUL, an escape sequence)."""
+    ch = control_character(name)
+    if ch is not None and unicodedata.category(ch) == "Cs":  # os.listdir's stand-in for a byte that is not UTF-8
+        raise CnnkitError(f"class name {name!r} ({shown(where)}) is not UTF-8 text; rename it")
+    if ch is not None:
+        raise CnnkitError(f"class name {name!r} ({shown(where)}) contains a control character ({ch!r}); rename it")
 
 
 def _file_items(paths: list[str], labels: list[int], root: Path) -> Items:
@@ -217,7 +334,9 @@ def _file_items(paths: list[str], labels: list[int], root: Path) -> Items:
 
 
 def load_folder_source(folder: Path, spec: str) -> Source:
-    """ImageFolder layout: DIR/CLASS/*.png, or DIR/train/CLASS/… with DIR/val|valid|validation/ and DIR/test/."""
+    """ImageFolder layout: DIR/CLASS/*.png, or DIR/train/CLASS/… with DIR/val|valid|validation/ and DIR/test/.
+    A class folder of the training split with no image is refused (it would be a class the model can never
+    learn, scored 0 in every macro average), as torchvision's ImageFolder refuses it."""
     if not folder.is_dir():
         raise CnnkitError(f"{spec}: {folder} is not a directory")
     subdirs = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
@@ -233,6 +352,8 @@ def load_folder_source(folder: Path, spec: str) -> Source:
     else:
         split_dirs["train"] = folder
     class_dirs = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir() and not p.name.startswith("."))
+    for name in class_dirs:
+        check_class_name(name, f"folder {split_dirs['train'] / name}")
     if len(class_dirs) < 2:
         raise CnnkitError(f"{split_dirs['train']} needs one sub-folder per class (at least 2), found "
                           f"{len(class_dirs)}: expected DIR/CLASS/image.png or DIR/train/CLASS/image.png "
@@ -240,14 +361,19 @@ def load_folder_source(folder: Path, spec: str) -> Source:
     index = {c: i for i, c in enumerate(class_dirs)}
     splits: dict[str, Items] = {}
     for split, d in split_dirs.items():
-        paths, labels = [], []
+        paths, labels, empty = [], [], []
         for cdir in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if cdir.name not in index:
                 raise CnnkitError(f"{cdir} is a class that {split_dirs['train']} does not have "
                                   f"(classes: {', '.join(class_dirs)})")
             found = [str(p) for p in list_images(cdir)]
+            if not found:
+                empty.append(cdir.name)
             paths += found
             labels += [index[cdir.name]] * len(found)
+        if split == "train" and empty and len(empty) < len(class_dirs):
+            raise CnnkitError(f"{d}: class folder(s) with no images ({', '.join(IMAGE_EXTENSIONS)}): "
+                              f"{', '.join(n + '/' for n in empty)}; remove them or add images")
         if not paths:
             raise CnnkitError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {d}")
         splits[split] = _file_items(paths, labels, folder)
@@ -256,32 +382,73 @@ def load_folder_source(folder: Path, spec: str) -> Source:
                   flips=None, flips_reason=_UNKNOWN_FLIPS, notes=notes)
 
 
+CSV_HEADER_NAMES = ("path", "file", "filename", "image")
+
+
+def _csv_text(path: Path) -> str:
+    """The CSV's text: UTF-8, with or without a byte-order mark. Anything else is refused, not guessed: Latin-1
+    decodes any bytes at all, so a fallback would turn a CSV in another encoding (cp1252, Shift-JIS) into
+    class names that silently differ from the ones the user wrote."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CnnkitError(f"{path} cannot be read ({e.strerror or e})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise CnnkitError(f"{path} is not UTF-8 (byte 0x{raw[e.start]:02x} at line {line}); save it as UTF-8 "
+                          "(e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def load_csv_source(path: Path, spec: str) -> Source:
-    """Rows of `path,label` (a header row is allowed); paths relative to the CSV file's folder."""
+    """Rows of `path,label` (a header row is allowed); paths relative to the CSV file's folder.
+
+    UTF-8 only (a byte-order mark is fine). Refused, naming the line(s): a row without a label, an empty label or
+    one holding a control character, and an image listed twice, with the same label or not (a duplicated row is
+    a sign of a concatenation or a join gone wrong; it is cheaper to fix once than to find later, and each row
+    then stands for one image in split.json)."""
     if not path.is_file():
         raise CnnkitError(f"{spec}: no such file")
-    rows, extra, header = [], [], None
+    rows, extra, header, lines = [], [], None, []
+    reader = csv.reader(io.StringIO(_csv_text(path), newline=""))
+    start = 1  # the line a row starts on (a quoted field may hold line breaks)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            for i, row in enumerate(csv.reader(f)):
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if len(row) < 2:
-                    raise CnnkitError(f"{path}, line {i + 1}: expected 'path,label', got {','.join(row)!r}")
-                if i == 0 and row[0].strip().lower() in ("path", "file", "filename", "image"):
-                    header = [c.strip() for c in row]
-                    continue
-                rows.append((str((path.parent / row[0].strip()).resolve()), row[1].strip()))
-                extra.append([c.strip() for c in row[2:]])
-    except UnicodeDecodeError:
-        raise CnnkitError(f"{path} is not a UTF-8 text file of 'path,label' rows") from None
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) < 2:
+                raise CnnkitError(f"{path}, line {line}: expected 'path,label', got {','.join(row)!r}")
+            first = row[0].strip()
+            if not rows and header is None and (first.lower() in CSV_HEADER_NAMES or (
+                    Path(first).suffix.lower() not in IMAGE_EXTENSIONS and not (path.parent / first).is_file())):
+                header = [c.strip() for c in row]  # the first row names its columns, not an image
+                continue
+            label = row[1].strip()
+            if not first:
+                raise CnnkitError(f"{path}, line {line}: no image path before the label {label!r}")
+            if not label:
+                raise CnnkitError(f"{path}, line {line}: {first} has an empty label; give every image its class")
+            check_class_name(label, f"{path}, line {line}")
+            rows.append((str((path.parent / first).resolve()), label))
+            extra.append([c.strip() for c in row[2:]])
+            lines.append((line, first))
+    except csv.Error as e:
+        raise CnnkitError(f"{path}, line {start}: not a CSV row ({e})") from None
     if not rows:
         raise CnnkitError(f"{path} has no rows of 'path,label'")
-    seen: dict[str, str] = {}
-    for p, lbl in rows:  # one file listed twice could land in train and val at once
+    seen: dict[str, int] = {}
+    for k, (p, lbl) in enumerate(rows):  # one file listed twice could land in train and val at once
         if p in seen:
-            raise CnnkitError(f"{path} lists {p} twice (labels {seen[p]!r} and {lbl!r}); keep one row per image")
-        seen[p] = lbl
+            j = seen[p]
+            (la, _), (lb, fb) = lines[j], lines[k]
+            if rows[j][1] != lbl:
+                raise CnnkitError(f"{path} lists {fb} twice with two labels: {rows[j][1]!r} (line {la}) and "
+                                  f"{lbl!r} (line {lb}); keep the right one")
+            raise CnnkitError(f"{path} lists {fb} twice, lines {la} and {lb} (label {lbl!r}); remove the "
+                              "duplicate row")
+        seen[p] = k
     classes = sorted({lbl for _, lbl in rows})
     if len(classes) < 2:
         raise CnnkitError(f"{path} names only {len(classes)} class ({classes[0]}); a classifier needs at least 2")

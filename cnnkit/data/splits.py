@@ -111,6 +111,26 @@ def build_manifest(data) -> dict:
     return out
 
 
+def _malformed(manifest: dict) -> str | None:
+    """What is wrong with the structure of a split.json (a file from a run directory: never trusted), or None."""
+    for name, parts in manifest["splits"].items():
+        if name not in ("train", "val", "test") or not isinstance(parts, dict):
+            return f"splits.{name} must be one of train/val/test holding an object of source splits"
+        for origin, ks in parts.items():
+            if not isinstance(ks, list) or not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in ks):
+                return f"splits.{name}.{origin} must be a list of file keys or item numbers"
+    classes = manifest.get("classes")
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+        return "classes must be a list of names"
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(st, list) and st for st in files.values()):
+        return "files must map each file to its [size, mtime, digest]"
+    src = manifest.get("source", {})
+    if not isinstance(src, dict) or not isinstance(src.get("fingerprints", {}), dict):
+        return "source.fingerprints must be an object"
+    return None
+
+
 def from_manifest(manifest: dict, source: Source, origin: list, keys: list, fingerprints: dict,
                   file_stats: dict) -> tuple[dict[str, np.ndarray], dict]:
     """The split a run saved; stops, saying what changed, if the source is not the one it was made from."""
@@ -119,6 +139,10 @@ def from_manifest(manifest: dict, source: Source, origin: list, keys: list, fing
     saved = manifest.get("splits")
     if not isinstance(saved, dict) or "train" not in saved or "val" not in saved:
         raise CnnkitError("split.json lacks its 'train' and 'val' splits")
+    problem = _malformed(manifest)
+    if problem:
+        raise CnnkitError(f"split.json is malformed ({problem}); it is a file cnnkit wrote: restore it from the run, "
+                          "or train anew")
     if manifest.get("classes") not in (None, source.classes):
         raise CnnkitError(f"the data's classes {source.classes[:6]} differ from the run's {manifest['classes'][:6]}")
     where = {(o, k): i for i, (o, k) in enumerate(zip(origin, keys))}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass
 
 from ..data.dataset import DATA_MODES  # the data layer implements the modes; re-exported for the CLI
@@ -42,7 +43,7 @@ PRETRAINED_MODEL = "mobilenet_v2"  # --pretrained without --model: the network w
 PRETRAINED_MIN_SIDE = 96
 ON_BAD_IMAGE = ("fail", "skip")
 __all__ = ["AUGMENTS", "BN_POLICIES", "DATA_MODES", "PRETRAINED_MIN_SIDE", "PRETRAINED_MODEL", "ON_BAD_IMAGE", "OPTIMIZERS", "PRESETS", "SCHEDULERS", "TrainConfig",
-           "apply_preset", "check", "flag", "help_of", "not_one_of", "opt", "resolve"]
+           "apply_preset", "check", "check_types", "flag", "help_of", "not_one_of", "opt", "resolve"]
 
 
 def opt(default, help: str, *, choices: tuple | None = None, metavar: str | None = None):
@@ -180,9 +181,46 @@ _AT_LEAST = {"freeze_epochs": (0, True), "lr_mult": (1, True), "epochs": (1, Tru
              "label_smoothing": (0, True), "val_fraction": (0, False)}
 
 
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,)}
+
+
+def check_types(d, where: str) -> None:
+    """A saved config (train_state.pt's `config`, model.json's `train`), from a file another program could have
+    written: each known field of the type its `TrainConfig` annotation names ('int | None': an int or null; a bool
+    is not an int); unknown fields are ignored, as `TrainConfig.from_dict` ignores them. The first problem is
+    raised as a CnnkitError naming `where.FIELD`."""
+    if not isinstance(d, dict):
+        raise CnnkitError(f"'{where}' must be an object, got {type(d).__name__}")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in d:
+            continue
+        value, names = d[f.name], [t.strip() for t in str(f.type).split("|")]
+        if value is None and "None" in names:
+            continue
+        ok = any(isinstance(value, _TYPES.get(n, ())) for n in names)
+        if isinstance(value, bool) and "bool" not in names:
+            ok = False
+        if isinstance(value, float) and not math.isfinite(value):
+            ok = False
+        if isinstance(value, str) and len(value) > 4096:
+            ok = False
+        if not ok:
+            shown = repr(value)[:60]
+            raise CnnkitError(f"'{where}.{f.name}' must be {' or '.join(names)}, got {shown}")
+
+
 def check(cfg: TrainConfig) -> TrainConfig:
     """Refuse a value that is not on its list or out of range, naming the flag. Options left at None are
     not checked: `resolve` fills them from the data and checks again. Returns `cfg` unchanged."""
+    from ..run.format import MAX_SIDE
+
+    for name in ("lr", "lr_mult", "weight_decay", "momentum", "label_smoothing", "val_fraction"):
+        value = getattr(cfg, name)
+        if isinstance(value, float) and not math.isfinite(value):  # NaN slips past every comparison below
+            raise CnnkitError(f"{flag(name)} must be a finite number, got {value}")
+    if cfg.img_size is not None and cfg.img_size > MAX_SIDE:
+        raise CnnkitError(f"{flag('img_size')} must be at most {MAX_SIDE} (the largest side a run directory "
+                          f"records), got {cfg.img_size}")
     for f in dataclasses.fields(cfg):
         value, choices = getattr(cfg, f.name), f.metadata.get("choices")
         if choices and value is not None and value not in choices:

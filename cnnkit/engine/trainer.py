@@ -21,6 +21,7 @@ from .._device import pick_device
 from ..data.dataset import ImageData, Split
 from ..data.transforms import augment
 from ..decision import class_weights, resolve_balance
+from .._io import NoSpaceError
 from ..errors import CnnkitError
 from ..models import create_model
 from ..run import format as ckpt
@@ -225,6 +226,8 @@ class Trainer:
                     "lr": self.optimizer.param_groups[-1]["lr"], "phase": self.phase, "seconds": round(seconds, 3),
                     "images_per_s": round(len(self.data.train) / max(seconds, 1e-9), 1)})
                 self._event("after_epoch")
+        except NoSpaceError as e:  # a checkpoint or a log (metrics.csv) that did not fit: what is saved, what to do
+            raise self._disk_full(e) from None
         finally:
             self._event("after_fit")
         best = next((h for h in self.history if h["epoch"] == self.best_epoch), {})
@@ -313,7 +316,8 @@ class Trainer:
             "classes": self.data.classes,
             "preprocess": self.preprocess.to_dict(),
             "data": {"spec": self.data.spec, "name": self.data.name, "mode": self.data.mode, **self.data.split_info,
-                     "sizes": {k: len(v) for k, v in self.data.splits.items()}, "split_file": ckpt.SPLIT},
+                     "sizes": {k: len(v) for k, v in self.data.splits.items()}, "split_file": ckpt.SPLIT,
+                     **self._spec_mac("spec_mac", self.data.spec)},
             "train": self.cfg.to_dict(),
             "metrics": {"best_epoch": self.best_epoch, **{k: v for k, v in best.items() if k != "epoch"}},
             "best_rule": self.BEST_RULE,
@@ -321,9 +325,29 @@ class Trainer:
             **({"pretrained": self.pretrained_info} if self.pretrained_info else {}),
         }
 
+    @staticmethod
+    def _spec_mac(key: str, spec: str) -> dict:
+        """{key: this user's signature of a data spec}: evaluate and resume read the data it names without
+        --data only when signed here (cnnkit.run.format.check_saved_spec)."""
+        mac = ckpt.sign_spec(spec)
+        return {key: mac} if mac else {}
+
+    def _saved(self) -> str:
+        # the state is written every epoch, last: the one on disk is the previous epoch's
+        return (f"the last checkpoint (epoch {self.epoch - 1}) in {self.run_dir} is intact"
+                if (self.run_dir / ckpt.STATE).is_file() else "nothing of this run was saved yet")
+
+    def _disk_full(self, e: NoSpaceError) -> NoSpaceError:
+        """A checkpoint that did not fit: what is still saved, and how to go on once there is space."""
+        if (self.run_dir / ckpt.STATE).is_file():
+            return e.add(f"{self._saved()}: free some space and continue with cnnkit train --resume {self.run_dir}")
+        return e.add(f"{self._saved()}: free some space and train again")
+
     def save_best(self) -> None:
-        ckpt.save_weights(self.model, self.run_dir / ckpt.WEIGHTS)
-        ckpt.save_meta(self.meta(), self.run_dir / ckpt.META)
+        try:
+            ckpt.save_best(self.model, self.meta(), self.run_dir)
+        except NoSpaceError as e:
+            raise self._disk_full(e) from None
 
     def save_state(self) -> None:
         np_state = np.random.get_state()
@@ -332,23 +356,65 @@ class Trainer:
             "best_val_acc": self.best_val_acc, "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None, "phase": self.phase,
-            "pretrained": self.pretrained_info,
+            "pretrained": self.pretrained_info, "classes": list(self.data.classes), **self._spec_mac("data_mac", self.cfg.data),
             "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
                     "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
                     "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
-        ckpt.save_state(state, self.run_dir / ckpt.STATE)
+        try:
+            ckpt.save_state(state, self.run_dir / ckpt.STATE)
+        except NoSpaceError as e:
+            raise self._disk_full(e) from None
 
     def load_state(self, state: dict) -> None:
         """Continue from a saved state. If the run is being extended (more epochs than it was started with),
-        the schedule is rebuilt for the new total and advanced to where the run is, as Keras' initial_epoch."""
+        the schedule is rebuilt for the new total and advanced to where the run is, as Keras' initial_epoch.
+        `state` has passed `cnnkit.run.format.state_problem`; what depends on this model is checked here, before
+        anything is applied, and anything that still fails is named as damage of train_state.pt."""
+        path = self.run_dir / ckpt.STATE
+        problem = self._state_problem(state)
+        if problem:
+            raise ckpt.damaged_state(path, problem)
         try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CnnkitError(f"the saved training state does not fit this model and data "
-                              f"({str(e).splitlines()[0][:200]})") from None
+            self._load_state(state)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError) as e:
+            raise ckpt.damaged_state(path, ckpt._first_line(e)) from None
+
+    def _state_problem(self, state: dict) -> str | None:
+        """What of a saved state does not fit this model: its tensors' names and shapes, the optimizer's groups
+        and per-parameter state, the schedule's length."""
+        want = self.model.state_dict()
+        have = state["model"]
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        if missing or extra:
+            return (f"its model lacks {missing[:3]}" if missing else "") + \
+                (" and " if missing and extra else "") + (f"has tensors the model does not: {extra[:3]}" if extra else "")
+        for k, t in want.items():
+            if tuple(have[k].shape) != tuple(t.shape):
+                return f"its tensor 'model.{k}' is {list(have[k].shape)}, the model's is {list(t.shape)}"
+        groups, saved = self.optimizer.param_groups, state["optimizer"]["param_groups"]
+        if len(saved) != len(groups) or any(len(a["params"]) != len(b["params"]) for a, b in zip(saved, groups)):
+            return (f"its optimizer has {len(saved)} parameter groups of "
+                    f"{[len(g['params']) for g in saved][:6]} parameters; this model's has {len(groups)} of "
+                    f"{[len(g['params']) for g in groups][:6]}")
+        ids = [i for g in saved for i in g["params"]]
+        params = [p for g in groups for p in g["params"]]
+        if sorted(ids) != list(range(len(params))):
+            return "its optimizer's parameter numbers are not 0 to N-1"
+        shape_of = {i: tuple(p.shape) for i, p in zip(ids, params)}
+        for idx, st in state["optimizer"]["state"].items():
+            if idx not in shape_of:
+                return f"its optimizer holds state for parameter {idx}, which does not exist"
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.ndim > 0 and tuple(v.shape) != shape_of[idx]:
+                    return (f"its optimizer's '{k}' for parameter {idx} is {list(v.shape)}, the parameter is "
+                            f"{list(shape_of[idx])}")
+        return None
+
+    def _load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         self.step = int(state.get("step", self.epoch * self.steps_per_epoch))
         self.best_val_acc, self.best_epoch = float(state["best_val_acc"]), int(state["best_epoch"])
@@ -361,7 +427,11 @@ class Trainer:
         same_phase = state.get("phase", "all") == self.phase
         saved = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.scheduler = self._make_scheduler()
-        if self.scheduler is not None and state.get("scheduler") is not None and not extended and same_phase:
+        sched = state.get("scheduler")
+        start, end = self._phase_span()
+        fits = sched is not None and sched.get("total_steps", (end - start) * self.steps_per_epoch) == \
+            (end - start) * self.steps_per_epoch  # a schedule made for another length is rebuilt, as when extended
+        if self.scheduler is not None and fits and not extended and same_phase:
             self.scheduler.load_state_dict(state["scheduler"])
             for g, hyper in zip(self.optimizer.param_groups, saved):  # lr and momentum where the schedule was
                 g.update(hyper)

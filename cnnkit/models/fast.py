@@ -27,6 +27,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..errors import InputSizeError
 from ._base import CnnkitModel
 from ._registry import register_model
 
@@ -63,9 +64,9 @@ class FastCNN(CnnkitModel):
         widths = [int(c) for c in widths]
         depth = len(widths)
         if not 1 <= depth <= 4 or min(widths) < 1:
-            raise ValueError(f"fastcnn widths must be 1 to 4 positive channel counts, got {widths}")
+            raise InputSizeError(f"fastcnn widths must be 1 to 4 positive channel counts, got {widths}")
         if min(h, w) // 2 ** depth < 1:
-            raise ValueError(f"fastcnn with {depth} blocks halves {h}x{w} inputs to nothing; use fewer widths")
+            raise InputSizeError(f"fastcnn with {depth} blocks halves {h}x{w} inputs to nothing; use fewer widths")
         self.stage_names = tuple(f"block{i + 1}" for i in range(depth))
         chans = [in_channels] + widths
         for i in range(depth):

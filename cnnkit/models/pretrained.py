@@ -42,7 +42,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import CnnkitError
+from ..errors import CnnkitError, refused_pickle
 
 # cnnkit model name -> torchvision builder name (the weights enum is torchvision's `get_model_weights(name)`).
 # GoogLeNet is left out: its ImageNet weights expect torchvision's `transform_input`, a second normalisation
@@ -153,7 +153,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             sd = torch.load(p, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             raise CnnkitError(f"{path}: refused, it holds more than tensors (Python objects that could run code "
-                              f"when loaded; {str(e).splitlines()[0][:160]}). Save the weights alone: "
+                              f"when loaded; {refused_pickle(e)}). Save the weights alone: "
                               "torch.save(model.state_dict(), FILE), or a .safetensors file") from None
         except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
             raise CnnkitError(f"{path} is not a readable PyTorch weight file ({str(e).splitlines()[0][:160]})") \

@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..errors import InputSizeError
 from ._base import CnnkitModel
 from ._registry import register_model
 
@@ -30,7 +31,7 @@ class SimpleCNN(CnnkitModel):
         self.in_channels = in_channels
         h, w = input_size[-2:]
         if min(h, w) < self.min_input_size:
-            raise ValueError(f"simplecnn needs inputs of at least 4x4, got input_size={h}x{w}")
+            raise InputSizeError(f"simplecnn needs inputs of at least 4x4, got input_size={h}x{w}")
         self.input_size = (h, w)
         self.conv1 = nn.Conv2d(in_channels, 32, kernel_size=3, padding=1)
         self.relu1 = nn.ReLU(inplace=True)

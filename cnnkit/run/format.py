@@ -12,6 +12,12 @@
 
 A run directory is claimed atomically (`claim_run_dir`) before anything is written in it, so two trainings
 started at once never share one.
+
+A run directory is data from elsewhere: every file is validated before anything is built or allocated from it
+(`schema`: model.json's schema and train_state.pt's structure; `load_weights`: the tensors' names and shapes
+from the safetensors header against the model, then their finiteness), and the data it names is read only when
+this user's own training recorded it or the user names it again with --data (`trust`). Every write goes through
+`cnnkit._io`: a failed one (a full disk) leaves what was saved before as it was.
 """
 from __future__ import annotations
 
@@ -29,13 +35,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .._io import atomic_write, atomic_write_json
+from .._io import atomic_write, atomic_write_all, remove_stale_temps
 from .._version import __version__
-from ..errors import CnnkitError
-from ..preprocess import Preprocess
-
-FORMAT = "cnnkit-run/2"
-READABLE_FORMATS = ("cnnkit-run/1", FORMAT)
+from ..errors import CnnkitError, refused_pickle
+from .schema import (FORMAT, MAX_CLASSES, MAX_JSON_DEPTH, MAX_META_BYTES, MAX_SIDE, MAX_SPLIT_BYTES,  # noqa: F401
+                     READABLE_FORMATS, _first_line, check_meta, read_json, shown, state_problem)
+from .trust import check_saved_spec, sign_spec  # noqa: F401  (the run's format: what it may name to read)
 WEIGHTS, META, STATE, SPLIT = "model.safetensors", "model.json", "train_state.pt", "split.json"
 CLAIM = ".cnnkit-run"  # created exclusively when a run directory is claimed
 RUN_FILES = (WEIGHTS, META, STATE, SPLIT, "report.html", "metrics.csv")
@@ -102,6 +107,7 @@ def training_lock(path: Path):
         except BlockingIOError:
             raise CnnkitError(f"{path} is being trained by another process right now; wait for it, or use "
                               "another run directory") from None
+        remove_stale_temps(path)  # what killed writes left (up to a whole train_state.pt each): no one finishes them
         yield
     finally:
         os.close(fd)
@@ -124,15 +130,34 @@ def _claim(path: Path) -> bool:
 
 
 # --- writing ----------------------------------------------------------------------------------------------
-def save_weights(model: torch.nn.Module, path: Path) -> None:
+def _weights_writer(model: torch.nn.Module):
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    return lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT})
+
+
+def _meta_writer(meta: dict, path: Path):
+    meta = {"format": FORMAT, **meta, "versions": versions(), "command": sys.argv}
+    text = json.dumps(meta, indent=2, default=str) + "\n"
+    check_meta(json.loads(text), path)  # never write what could not be read back (as it will be read: JSON)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    return write
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    atomic_write(path, _weights_writer(model))
+
+
+def save_best(model: torch.nn.Module, meta: dict, run_dir: Path) -> None:
+    """model.safetensors and model.json together: both are written in full before either replaces the old one,
+    so a failure (a full disk) leaves the previous pair, never new weights described by an old model.json."""
+    atomic_write_all([(run_dir / WEIGHTS, _weights_writer(model)), (run_dir / META, _meta_writer(meta, run_dir / META))])
 
 
 def save_meta(meta: dict, path: Path) -> None:
-    meta = {"format": FORMAT, **meta, "versions": versions(), "command": sys.argv}
-    check_meta(meta, path)  # never write what could not be read back
-    atomic_write_json(path, meta)
+    atomic_write(path, _meta_writer(meta, path))
 
 
 def save_split(manifest: dict, path: Path) -> None:
@@ -141,28 +166,50 @@ def save_split(manifest: dict, path: Path) -> None:
 
 
 def save_state(state: dict, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: a full disk's OSError stays in the chain torch.save raises
+            torch.save(state, f)
+    atomic_write(path, write)
 
 
 # --- reading ----------------------------------------------------------------------------------------------
+
+
+def damaged_state(path: Path, problem: str) -> CnnkitError:
+    """'train_state.pt is damaged (…)', with what to do: the run's best model is a separate file."""
+    run = Path(path).parent
+    weights = run / WEIGHTS
+    if not weights.is_file():
+        return CnnkitError(f"{path} is damaged ({problem}), so the run cannot be resumed; train a new run")
+    try:
+        name = read_meta(run)["model"]["name"]
+    except CnnkitError:
+        name = "NAME"
+    return CnnkitError(f"{path} is damaged ({problem}), so the run cannot be resumed. Its best model is kept apart "
+                       f"in {WEIGHTS}: start a new run from it with cnnkit train --data SPEC --model {name} "
+                       f"--weights {weights}")
+
+
 def load_state(path: Path) -> dict:
-    """Load train_state.pt. Only tensors and plain Python values are accepted (weights_only=True)."""
+    """Load train_state.pt and check its structure (`check_state`). Only tensors and plain Python values are
+    accepted (weights_only=True)."""
     if not path.is_file():
         raise CnnkitError(f"{path} not found: nothing to resume (the run stopped before its first epoch ended?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        with open(path, "rb") as f:
+            pickled = f.read(2) in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+        if not pickled:  # bytes that are no pickle at all
+            raise damaged_state(path, f"not a readable training state: {_first_line(e)}") from None
+        why = shown(refused_pickle(e), 160)
         raise CnnkitError(f"refusing to load {path}: it holds more than tensors and plain values, so it could run "
-                          f"code ({first[:160]}). Only resume from run directories you made.") from None
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError) as e:
-        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise CnnkitError(f"{path} is not a readable training state ({msg})") from None
-    if not isinstance(state, dict):
-        raise CnnkitError(f"{path} is not a readable training state (not a dictionary)")
-    for key in ("config", "epoch", "history", "model", "optimizer", "rng"):
-        if key not in state:
-            raise CnnkitError(f"{path} is not a complete training state: it lacks '{key}'")
+                          f"code ({why}). Only resume from run directories you made.") from None
+    except Exception as e:  # noqa: BLE001 - any failure to read it (EOF, a bad zip, a bad record) is damage
+        raise damaged_state(path, f"not a readable training state: {_first_line(e)}") from None
+    problem = state_problem(state)
+    if problem:
+        raise damaged_state(path, problem)
     return state
 
 
@@ -173,42 +220,11 @@ def read_meta(run_dir: str | Path) -> dict:
         raise CnnkitError(f"{run_dir} is not a run directory (no such folder); give the folder `cnnkit train` wrote")
     if not path.is_file():
         raise CnnkitError(f"{run_dir} has no {META}: not a cnnkit run directory, or its first epoch never finished")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CnnkitError(f"{path} is not valid JSON ({e})") from None
+    meta = read_json(path, MAX_META_BYTES, "a model.json")
     check_meta(meta, path)
     if meta["format"] == "cnnkit-run/1":  # format 1 kept the preprocessing under 'input'
         meta["preprocess"] = {**meta.pop("input"), "resize": "fit"}
     return meta
-
-
-def check_meta(meta, path) -> None:
-    """Every field a reader relies on, present and of the right type; the first problem is named."""
-    def bad(field: str, expected: str):
-        raise CnnkitError(f"{path}: field '{field}' {expected}; the file is damaged or not from cnnkit")
-
-    if not isinstance(meta, dict):
-        bad("(top level)", "must be a JSON object")
-    if meta.get("format") not in READABLE_FORMATS:
-        bad("format", f"is {meta.get('format')!r}, expected one of {', '.join(READABLE_FORMATS)}")
-    model = meta.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
-        bad("model.name", "must be a model name")
-    if not isinstance(model.get("kwargs", {}), dict):
-        bad("model.kwargs", "must be an object of builder arguments")
-    classes = meta.get("classes")
-    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
-        bad("classes", "must be a list of at least 2 class names")
-    if len(set(classes)) != len(classes):
-        bad("classes", "has a name twice")
-    key = "input" if meta["format"] == "cnnkit-run/1" else "preprocess"
-    if key not in meta:
-        bad(key, "is missing")
-    Preprocess.from_dict(meta[key], where=f"{path}: field '{key}'")
-    for name, kind in (("data", dict), ("train", dict), ("metrics", dict), ("pretrained", dict)):
-        if name in meta and not isinstance(meta[name], kind):
-            bad(name, "must be an object")
 
 
 def read_split(run_dir: str | Path) -> dict | None:
@@ -216,42 +232,88 @@ def read_split(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / SPLIT
     if not path.is_file():
         return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise CnnkitError(f"{path} is not valid JSON ({e})") from None
+    manifest = read_json(path, MAX_SPLIT_BYTES, "a split.json")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
         raise CnnkitError(f"{path}: field 'splits' must be an object; the file is damaged")
     for name, parts in manifest["splits"].items():
         if not isinstance(parts, dict) or not all(isinstance(v, list) for v in parts.values()):
-            raise CnnkitError(f"{path}: field 'splits.{name}' must map source splits to lists; the file is damaged")
+            raise CnnkitError(f"{path}: field 'splits.{shown(name, 40)}' must map source splits to lists; the file "
+                              "is damaged")
     if not isinstance(manifest.get("files", {}), dict):
         raise CnnkitError(f"{path}: field 'files' must be an object; the file is damaged")
     return manifest
 
 
-def build_model(meta: dict) -> torch.nn.Module:
+def build_model(meta: dict, device: str | torch.device | None = None) -> torch.nn.Module:
+    """The model model.json describes (checked by `check_meta`), with fresh weights; `device='meta'`: shapes only."""
     from ..models import create_model
 
     spec = meta["model"]
     try:
+        if device is not None:
+            with torch.device(device):
+                return create_model(spec["name"], **dict(spec.get("kwargs", {})))
         return create_model(spec["name"], **dict(spec.get("kwargs", {})))
-    except (TypeError, ValueError, KeyError) as e:
+    except CnnkitError as e:
         raise CnnkitError(f"model.json's model {spec['name']!r} cannot be built ({e})") from None
+    except (TypeError, ValueError, KeyError, RuntimeError, IndexError, ZeroDivisionError) as e:
+        raise CnnkitError(f"model.json's model {spec['name']!r} cannot be built ({_first_line(e)})") from None
+
+
+def load_run_model(run_dir: str | Path) -> tuple[dict, torch.nn.Module]:
+    """(model.json, the model with its weights): the architecture built on the meta device first (no memory), its
+    tensor shapes checked against the safetensors header, and only then built for real and loaded. A model.json
+    describing a larger network than the file holds never allocates it."""
+    meta = read_meta(run_dir)
+    path = Path(run_dir) / WEIGHTS
+    check_weights_header(build_model(meta, device="meta"), path)
+    model = build_model(meta)
+    load_weights(model, path)
+    return meta, model
+
+
+def _weights_error(path: Path, e: BaseException) -> CnnkitError:
+    return CnnkitError(f"{path} is not a readable safetensors file ({_first_line(e)}); the file is damaged")
+
+
+def check_weights_header(model: torch.nn.Module, path: Path) -> None:
+    """The names, shapes and kinds of the tensors in `path` (its header only: nothing allocated) against `model`'s."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CnnkitError(f"{path} not found: the run has no saved weights yet")
+    want = {k: v for k, v in model.state_dict().items()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            have = {k: (list(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors' own error types for a damaged header
+        raise _weights_error(path, e) from None
+    missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing or unexpected:
+        raise CnnkitError(f"{path} does not match the architecture in model.json (missing {missing[:3]}, "
+                          f"unexpected {[shown(k, 60) for k in unexpected[:3]]}); the two files are not from one run")
+    for k, t in want.items():
+        shape, dtype = have[k]
+        if shape != list(t.shape):
+            raise CnnkitError(f"{path} does not match the architecture in model.json (size mismatch for {k}: {shape} in "
+                              f"the file, the model needs {list(t.shape)}); the two files are not from one run (or one "
+                              "was edited)")
+        if (dtype.startswith(("F", "BF"))) != t.is_floating_point():
+            raise CnnkitError(f"{path}: tensor '{k}' is {dtype}, the model needs {t.dtype}; the file is damaged")
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise CnnkitError(f"{path} not found: the run has no saved weights yet")
+    """Load `path` into `model`: names and shapes checked from the header first, then every value finite."""
+    check_weights_header(model, path)
     try:
         state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CnnkitError(f"{path} is not a readable safetensors file ({e})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise _weights_error(path, e) from None
+    for k, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CnnkitError(f"{path} holds NaN/inf values in {k}; the file is damaged or training diverged: "
+                              "retrain (with a lower --lr), or use another run")
     try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # a tensor of another shape: the weights were saved from another architecture
-        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e)[:300])
-        raise CnnkitError(f"{path} does not match the architecture in model.json ({first})") from None
-    if missing or unexpected:
-        raise CnnkitError(f"{path} does not match the architecture in model.json "
-                          f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CnnkitError(f"{path} does not match the architecture in model.json ({_first_line(e, 300)})") from None

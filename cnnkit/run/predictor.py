@@ -57,9 +57,7 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir: str | Path, *, device: str = "cpu", engine: str = "torch") -> "Predictor":
         """A run directory's best model (safetensors weights + validated model.json; no pickle)."""
-        meta = fmt.read_meta(run_dir)
-        model = fmt.build_model(meta)
-        fmt.load_weights(model, Path(run_dir) / fmt.WEIGHTS)
+        meta, model = fmt.load_run_model(run_dir)  # validated: model.json's schema, the weights' shapes and values
         return cls(model, Preprocess.from_dict(meta["preprocess"]), meta["classes"], name=meta["model"]["name"],
                    device=device, meta=meta, run_dir=run_dir, engine=engine)
 
@@ -354,7 +352,10 @@ def load_run_data(pred: Predictor, spec: str | None = None, *, mode: str = "auto
     own = is_own_data(pred, spec)
     if own and not data_meta.get("spec"):
         raise CnnkitError(f"{pred.run_dir}/model.json names no data set; pass one (--data SPEC)")
-    use = data_meta["spec"] if own and spec is None else spec
+    # the spec model.json names is read only if this user's training recorded it (a run directory may come from
+    # anywhere: it must not choose files to read); else the user names the data with --data
+    use = fmt.check_saved_spec(data_meta["spec"], data_meta.get("spec_mac"), pred.run_dir / fmt.META) \
+        if own and spec is None else spec
     manifest = fmt.read_split(pred.run_dir) if own else None
     common = dict(preprocess=pred.preprocess, mode=mode, log=log, max_pixels=pred.max_pixels,
                   seed=int(train_cfg.get("seed", 0)))

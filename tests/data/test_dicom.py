@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import cnnkit
 from cnnkit.cli import main
-from cnnkit.data import dicom
+from cnnkit.data import dicom, load_data
 from cnnkit.data.images import BadImagesError, open_image, read_header
 from cnnkit.errors import CnnkitError
 from cnnkit.preprocess import Preprocess
@@ -102,15 +102,21 @@ def test_rescale_window_and_the_window_flag(tmp_path):
 
 
 def test_sixteen_bit_png_and_tiff_are_not_squashed(tmp_path):
+    """12-bit data in 16-bit files spans black to white: the data set's depth (12 bits) is found once, saved in its
+    preprocessing, and used for every image (one scale for all, not each image's own min-max)."""
     ramp = (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)  # 12-bit data in a 16-bit file
-    Image.fromarray(ramp).save(tmp_path / "a.png")
-    Image.fromarray(ramp).save(tmp_path / "a.tif")
-    p = Preprocess(1, (64, 64), (0.5,), (0.25,))
-    for name in ("a.png", "a.tif"):
-        got = p.load(tmp_path / name)[0]
-        assert got.min() == 0 and got.max() == 255  # the whole range, not 0..15 as v/256 would give
-        np.testing.assert_allclose(got, np.rint(ramp / 4095 * 255), atol=1)
-    assert Preprocess(1, (64, 64), (0.5,), (0.25,), window=(2047.5, 4096)).load(tmp_path / "a.png").max() == 255
+    for cls in ("a", "b"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        Image.fromarray(ramp).save(tmp_path / "d" / cls / "a.png")
+        Image.fromarray(ramp // 2).save(tmp_path / "d" / cls / "a.tif")  # darker: stays darker
+    data = load_data(str(tmp_path / "d"), val_fraction=0.5)
+    assert data.preprocess.bits == 12 and data.preprocess.to_dict()["bits"] == 12
+    p = data.preprocess
+    got = p.load(tmp_path / "d" / "a" / "a.png")[0]
+    assert got.min() == 0 and got.max() == 255  # the whole range, not 0..16 as v/257 would give
+    np.testing.assert_allclose(got, np.rint(ramp / 4095 * 255), atol=1)
+    np.testing.assert_allclose(p.load(tmp_path / "d" / "a" / "a.tif")[0], np.rint(ramp // 2 / 4095 * 255), atol=1)
+    assert Preprocess(1, (64, 64), (0.5,), (0.25,), window=(2047.5, 4096)).load(tmp_path / "d" / "a" / "a.png").max() == 255
 
 
 @pytest.mark.parametrize("name,where,reason", [

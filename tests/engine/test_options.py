@@ -31,7 +31,9 @@ def test_every_field_has_a_flag_with_its_help_and_no_default():
     assert actions["data_mode"].choices == ("auto", "memory", "stream")
     assert {"--channels-last", "--no-channels-last"} <= set(actions["channels_last"].option_strings)
     assert {"--report", "--no-report", "--flips", "--no-flips"} <= {s for a in actions.values() for s in a.option_strings}
-    assert actions["epochs"].type is int and actions["weight_decay"].type is float
+    from cnnkit.cli._common import nonneg_float, positive_int
+
+    assert actions["epochs"].type is positive_int and actions["weight_decay"].type is nonneg_float
 
 
 def test_only_typed_options_are_passed():
