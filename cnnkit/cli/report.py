@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 NAME = "report"
-HELP = "build a run's report.html: curves, confusion matrix, per-class metrics, worst images with Grad-CAM"
+HELP = ("build a run's report.html: curves, confusion matrix, per-class metrics, misclassified images with their "
+        "class activation maps and how faithful those maps are")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,13 +16,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..explain.report import build_report
-    from ._common import print_json
+    from ._common import print_json, printable
 
     info = build_report(args.run_dir, args.data)
     if args.json:
         print_json(info)
         return 0
-    print(f"{info['model']} on {info['data']}: {info['split']} accuracy {info['accuracy']:.4f}, "
-          f"validation accuracy {info['val_accuracy']:.4f}")
-    print(f"report: {info['report']} ({info['bytes'] / 1e6:.1f} MB; open it in a browser)")
+    print(f"{info['model']} on {printable(info['data'])}: {info['split']} accuracy {info['accuracy']:.4f}"
+          + ("" if info["split"] == "val" else f", validation accuracy {info['val_accuracy']:.4f}"))
+    f = info.get("faithfulness")
+    if f:
+        from ..explain.attribution import LABELS
+
+        r = f["scores"]["random"]
+        print(f"maps ({f['images']} validation images): " + ", ".join(
+            f"{LABELS[m]}{' (shown)' if m == f['method'] else ''} deletion {v['deletion']:.3f} / insertion "
+            f"{v['insertion']:.3f}" for m, v in f["scores"].items() if m != "random")
+              + f"; random order {r['deletion']:.3f} / {r['insertion']:.3f} (deletion: lower is better)")
+    blanks = sum(bool(w.get("blank_pred")) + bool(w.get("blank_true")) for w in info["worst"])
+    if blanks:
+        print(f"{blanks} of the misclassified images' maps are blank (no positive evidence): labelled and drawn signed")
+    print(f"report: {printable(info['report'])} ({info['bytes'] / 1e6:.1f} MB; open it in a browser)")
     return 0

@@ -431,6 +431,9 @@ def load_csv_source(path: Path, spec: str) -> Source:
             if not label:
                 raise CnnkitError(f"{path}, line {line}: {first} has an empty label; give every image its class")
             check_class_name(label, f"{path}, line {line}")
+            if "\x00" in first:  # no file system has such a name; Path.resolve would raise ValueError
+                raise CnnkitError(f"{path}, line {line}: the image path {shown(first)} holds a NUL byte; "
+                                  "fix that row")
             rows.append((str((path.parent / first).resolve()), label))
             extra.append([c.strip() for c in row[2:]])
             lines.append((line, first))

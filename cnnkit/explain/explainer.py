@@ -3,7 +3,10 @@
 `source` is a run directory (the trained model, with its classes and preprocessing) or a registered model
 name (an untrained network: random weights, ImageNet normalisation, 1000 classes unless told); `image` is a
 file or a scikit-image sample photo. Written: a feature-map grid per layer, the first layer's filters beside
-the hand-made kernels, Grad-CAM, receptive-field boxes, and with `data`, the top-activating patches per layer.
+the hand-made kernels (a match only where it beats chance; random weights called random), the class
+activation map (`attribution.py`: method from the head, or named; a blank map labelled and drawn signed)
+with its deletion and insertion scores against random orders (`faithfulness.py`), receptive-field boxes,
+and with `data`, the top-activating patches per layer. `sanity`: Adebayo et al.'s model randomisation.
 
 >>> info = explain('simplecnn', 'camera', '/tmp/cnnkit-explain-doctest', img_size=32)
 >>> info['trained'], info['prediction']['index'] in range(1000), len(info['files'])
@@ -68,16 +71,53 @@ def _load_patch_data(sub: Predictor, spec: str, max_images: int) -> tuple[torch.
     return x, f"{ds.name} {split}"
 
 
+def _faithfulness(model: torch.nn.Module, x: torch.Tensor, a, compare: bool, randoms: int = 4) -> dict:
+    """Deletion and insertion of the map (and, with `compare`, of the other methods) against the mean of
+    `randoms` random orders, for one image."""
+    from . import faithfulness as fa
+    from .attribution import METHODS, attribute
+
+    scores = {a.method: fa.deletion_insertion(model, x, a.signed, a.target).summary()}
+    if compare:
+        for m in METHODS:
+            if m != a.method:
+                b = attribute(model, x, a.target, method=m, layer=a.layer, head=a.head)
+                scores[m] = fa.deletion_insertion(model, x, b.signed, b.target).summary()
+    r = fa.deletion_insertion(model, x.expand(randoms, *x.shape[1:]), None, a.target * randoms)
+    rnd = {"deletion": round(float(r.deletion.mean()), 4), "insertion": round(float(r.insertion.mean()), 4),
+           "orders": randoms}
+    own = scores[a.method]
+    return {"deletion": own["deletion"], "insertion": own["insertion"], "random": rnd,
+            "verdict": fa.verdict(own, rnd), "methods": {k: {"deletion": v["deletion"], "insertion": v["insertion"]}
+                                                         for k, v in scores.items()},
+            "deletion_baseline": fa.DELETION_BASELINE, "insertion_baseline": fa.INSERTION_BASELINE,
+            "note": "deletion: area under p(class) as the top pixels are removed (lower is better); insertion: as "
+                    "they are added to the blurred image (higher is better); Petsiuk et al. 2018"}
+
+
+def _faith_line(f: dict | None) -> str:
+    if not f:
+        return ""
+    r = f["random"]
+    return (f"\ndeletion {f['deletion']:.3f} (random {r['deletion']:.3f}, lower is better), insertion "
+            f"{f['insertion']:.3f} (random {r['insertion']:.3f}, higher is better): {f['verdict']}")
+
+
 def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: Sequence[str] | None = None,
             target: str | int | None = None, data: str | None = None, img_size: int | None = None,
             num_classes: int | None = None, channels: int = 4, per_channel: int = 6,
             max_images: int = 2000, pretrained: bool | str = False, weights: str | None = None,
-            download: bool = False, shift: tuple[int, int] | str | None = None) -> dict:
+            download: bool = False, shift: tuple[int, int] | str | None = None, method: str = "auto",
+            faithfulness: bool = True, compare: bool = False, sanity: bool = False) -> dict:
     """Write the explanation images for one image to `out`; return what was found and the files written.
-    `shift` (dx, dy): also measure and draw equivariance (`equivariance.py`), in result['equivariance']."""
+    `shift` (dx, dy): also measure and draw equivariance (`equivariance.py`), in result['equivariance'].
+    `method`: the class activation map (`attribution.CHOICES`; auto: from the model's head). `faithfulness`:
+    its deletion and insertion scores against random orders (`faithfulness.py`); `compare`: the other
+    methods' scores too; `sanity`: Adebayo et al.'s cascading model randomisation (`sanity.py`)."""
     from . import features as feat
     from . import plots
-    from .gradcam import gradcam, resolve_target
+    from .attribution import CHOICES, attribute
+    from .gradcam import resolve_target
 
     sub = load_subject(source, img_size=img_size, num_classes=num_classes, pretrained=pretrained, weights=weights,
                        download=download)
@@ -86,13 +126,17 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
     asked_layers = layers  # what --shift measures; by default the layers before and after each pooling
     layers = _check_layers(sub.model, layers)
     target_idx = resolve_target(target, sub.classes)
+    if method not in CHOICES:
+        raise UnknownNameError("attribution method", method, list(CHOICES))
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CnnkitError(f"--out {out} is a file; give a folder for the PNG files (it is created if missing)")
     img = sub.image(image)  # C×H×W uint8: what the model sees
     x = sub.prepare(torch.from_numpy(img)[None])
     shape = (sub.channels, *sub.size)
     if shift is not None:  # measured first: a bad shift fails before anything is written
         from . import equivariance
         eq = equivariance.measure(sub.model, img, shift, prepare=sub.prepare, layers=asked_layers)
-    out = Path(out)
     files: list[str] = []
     label = f"{sub.name}" + ("" if sub.trained else " (untrained: random weights)")
 
@@ -100,15 +144,21 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
         files.append(str(plots.save_png(fig, out / name)))
 
     # the prediction as predict gives it (calibrated; a two-class run decides at its operating point), then
-    # Grad-CAM for that class unless --target names another
+    # the class activation map for that class unless --target names another
     probs = sub.probs(torch.from_numpy(img)[None])[0]
     pred = int(sub.decide(probs[None])[0])
-    g = gradcam(sub.model, x, pred if target_idx is None else target_idx)
-    tgt = g.target[0]
+    a = attribute(sub.model, x, pred if target_idx is None else target_idx, method=method, classes=sub.classes)
+    tgt = a.target[0]
     top = probs.topk(min(5, len(probs)))
-    cam_title = (f"{label}: Grad-CAM at {g.layer} for class '{sub.classes[tgt]}' (p = {float(probs[tgt]):.3f})"
-                 + ("" if tgt == pred else f"; predicted '{sub.classes[pred]}' (p = {float(probs[pred]):.3f})"))
-    save(plots.gradcam_figure(img, g.cam[0].numpy(), title=cam_title), "gradcam.png")
+    cam_info = {"layer": a.layer, "class": sub.classes[tgt], "index": tgt, "probability": round(float(probs[tgt]), 6),
+                **a.info(0)}
+    if faithfulness:
+        cam_info["faithfulness"] = _faithfulness(sub.model, x, a, compare)
+    cam_title = (f"{label}: {a.label} at {a.layer} for class '{sub.classes[tgt]}' (p = {float(probs[tgt]):.3f})"
+                 + ("" if tgt == pred else f"; predicted '{sub.classes[pred]}' (p = {float(probs[pred]):.3f})")
+                 + (f"\n{a.reasons[0]}" if a.blank[0] else "") + _faith_line(cam_info.get("faithfulness")))
+    save(plots.gradcam_figure(img, a.cam[0].numpy(), title=cam_title, signed=a.signed[0].numpy(), blank=a.blank[0],
+                              label=a.label), "gradcam.png")
 
     # feature maps, one grid per layer, and the receptive field of each layer's most active unit
     maps = feat.stage_maps(sub.model, x, layers)
@@ -128,7 +178,10 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
     w = feat.learned_filters(sub.model)
     kernels = feat.handmade_kernels()
     matches = feat.match_kernels(w, kernels)
-    save(plots.filters_figure(w, kernels, matches, layer=f"{label}, {conv_name}"), "filters.png")
+    structure = feat.filter_structure(w)
+    verdict = feat.filters_verdict(matches, structure, trained=sub.trained)
+    save(plots.filters_figure(w, kernels, matches, layer=f"{label}, {conv_name}", verdict=verdict,
+                              random=not sub.trained), "filters.png")
 
     result = {
         "model": sub.name, "trained": sub.trained, "source": sub.source, "image": str(image),
@@ -136,12 +189,18 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
         "prediction": {"class": sub.classes[pred], "index": pred, "probability": round(float(probs[pred]), 6)},
         "top5": [{"class": sub.classes[i], "probability": round(float(p), 6)}
                  for p, i in zip(top.values.tolist(), top.indices.tolist())],
-        "gradcam": {"layer": g.layer, "class": sub.classes[tgt], "index": tgt,
-                    "probability": round(float(probs[tgt]), 6)},
+        "attribution": cam_info,
+        "gradcam": cam_info,  # the same dict, under its old name
         "feature_maps": fm_info,
         "receptive_fields": [u.to_dict() for u in units],
-        "filters": {"layer": conv_name, "shape": list(w.shape), "matches": [m.to_dict() for m in matches]},
+        "filters": {"layer": conv_name, "shape": list(w.shape), "matches": [m.to_dict() for m in matches],
+                    "random": not sub.trained or (structure["random_like"] and not any(m.beats_chance for m in matches)),
+                    "structure": structure, "verdict": verdict},
     }
+    if sanity:
+        from .sanity import cascade
+
+        result["sanity"] = cascade(sub.model, x, [tgt], method=a.method, layer=a.layer)
     if not sub.trained:
         result["note"] = "untrained: random weights, ImageNet normalisation; the prediction means nothing"
 

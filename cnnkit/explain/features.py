@@ -160,20 +160,27 @@ class KernelMatch:
     cosine: float  # cosine similarity in [-1, 1]: 1 the same pattern, -1 the same edge with opposite sign
     compared_at: list[int]  # kh, kw of the comparison (the learned filters' size)
     chance: list[float]  # what as many random filters reach: median, 95th percentile (see chance_cosine)
+    beats_chance: bool = False  # cosine above the 95th percentile: a match; otherwise no better than chance
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def verdict(self) -> str:
+        return "a match (beats chance)" if self.beats_chance else "no better than chance"
+
 
 def match_kernels(filters: np.ndarray, kernels: dict[str, np.ndarray] | None = None) -> list[KernelMatch]:
-    """For each hand-made kernel, the learned filter (out×in×kh×kw) with the highest cosine similarity.
+    """For each hand-made kernel, the learned filter (out×in×kh×kw) with the highest cosine similarity, and
+    whether that cosine beats chance: the 95th percentile of the best cosine that as many random filters of
+    the same shape reach (`chance_cosine`, simulated, seeded).
 
     Filters are averaged over their input channels; a kernel of another size is resized to kh×kw.
 
     >>> f = np.zeros((2, 1, 3, 3)); f[1, 0] = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]; f[0, 0, 1, 1] = 1
     >>> m = match_kernels(f, handmade_kernels(['sobel_x']))[0]
-    >>> m.filter, round(m.cosine, 6)
-    (1, 1.0)
+    >>> m.filter, round(m.cosine, 6), m.beats_chance
+    (1, 1.0, True)
     """
     kernels = handmade_kernels() if kernels is None else kernels
     gray = filters.mean(axis=1)  # out×kh×kw
@@ -184,8 +191,61 @@ def match_kernels(filters: np.ndarray, kernels: dict[str, np.ndarray] | None = N
         kk = resize_kernel(k, size)
         sims = [cosine(g, kk) for g in gray]
         best = int(np.argmax(sims))
-        out.append(KernelMatch(name, best, round(sims[best], 4), list(size), chance))
+        out.append(KernelMatch(name, best, round(sims[best], 4), list(size), chance, bool(sims[best] > chance[1])))
     return out
+
+
+def _neighbour_cosine(gray: np.ndarray) -> np.ndarray:
+    """Per stack of filters (...×out×kh×kw): the cosine between each filter and itself moved one tap right,
+    and one tap down, pooled over the filters. 0 on average for independent weights; learned filters are
+    smooth (> 0) or alternate (< 0)."""
+    a = np.concatenate([gray[..., :, :-1].reshape(*gray.shape[:-3], -1), gray[..., :-1, :].reshape(*gray.shape[:-3], -1)], -1)
+    b = np.concatenate([gray[..., :, 1:].reshape(*gray.shape[:-3], -1), gray[..., 1:, :].reshape(*gray.shape[:-3], -1)], -1)
+    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    return np.where(den > 0, (a * b).sum(-1) / np.where(den > 0, den, 1), 0.0)
+
+
+def filter_structure(filters: np.ndarray, trials: int = 2000, seed: int = 0) -> dict:
+    """Whether first-layer filters (out×in×kh×kw) hold spatial structure beyond what random weights show:
+    |neighbour cosine| (`_neighbour_cosine`, of the filters averaged over input channels) against its 99th
+    percentile for as many independent Gaussian filters of the same shape (simulated, seeded).
+    `random_like` is True when the filters are indistinguishable from random weights by this measure.
+
+    >>> rng = np.random.default_rng(1)
+    >>> filter_structure(rng.normal(size=(32, 1, 3, 3)))['random_like']
+    True
+    >>> smooth = np.ones((32, 1, 3, 3)) + 0.1 * rng.normal(size=(32, 1, 3, 3))
+    >>> filter_structure(smooth)['random_like']
+    False
+    """
+    gray = filters.mean(axis=1)
+    if gray.shape[-1] * gray.shape[-2] < 2:
+        return {"statistic": 0.0, "chance99": 1.0, "random_like": True}
+    stat = abs(float(_neighbour_cosine(gray)))
+    rng = np.random.default_rng(seed)
+    sims = np.abs(_neighbour_cosine(rng.normal(size=(trials, *gray.shape))))
+    c99 = float(np.percentile(sims, 99))  # 99%, not 95%: calling learned filters random needs a strict bar
+    return {"statistic": round(stat, 4), "chance99": round(c99, 4), "random_like": bool(stat <= c99)}
+
+
+def filters_verdict(matches: Sequence[KernelMatch], structure: dict, trained: bool | None = None) -> str:
+    """One line: random weights called random; matches only where they beat chance."""
+    hits = [m for m in matches if m.beats_chance]
+    if trained is False:
+        head = "random weights (untrained model): these filters were drawn at initialisation, not learned"
+    elif structure["random_like"] and not hits:
+        head = ("indistinguishable from random weights: no spatial structure beyond chance "
+                f"(neighbour cosine {structure['statistic']:.2f}, random 99%: {structure['chance99']:.2f}) "
+                "and no kernel match beats chance")
+    else:
+        head = (f"learned: spatial structure {structure['statistic']:.2f} (neighbour cosine; random filters reach "
+                f"{structure['chance99']:.2f} at the 99th percentile)")
+    if hits:
+        tail = "; matches beating chance: " + ", ".join(f"{m.kernel} ~ filter {m.filter} (cos {m.cosine:+.2f})"
+                                                       for m in hits)
+    else:
+        tail = "; no hand-made kernel is matched better than chance"
+    return head + tail
 
 
 # --- receptive-field boxes --------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 `network_view(pred)` describes the network once: its stages (shape, receptive field, the convolution whose
 kernels made each stage's channels), the first layer's filters beside the lessons' hand-made kernels.
 `inspect(pred, image)` runs one image: the calibrated top-k, each stage's most active feature maps (PNG and
-numbers) with their kernels, and the Grad-CAM overlay. `explanation` is the TorchServe-style Grad-CAM answer,
+numbers) with their kernels, and the class activation map's overlay (method auto, `attribution.py`; a blank
+map is flagged with its reason and its signed map). `explanation` is the TorchServe-style answer,
 and `convolve_view` the lesson's convolution on a small grid, by the NumPy `conv2d` of `cnnkit.ops`.
 Everything here reads a Predictor and changes no model state.
 """
@@ -91,7 +92,7 @@ def network_view(pred) -> dict:
     >>> [(s['name'], s['channels'], s['height'], s['rf']['size']) for s in v['stages']]
     [('pool1', 32, 112, [4, 4]), ('pool2', 64, 56, [10, 10])]
     """
-    from .features import first_conv, handmade_kernels, learned_filters, match_kernels
+    from .features import filter_structure, filters_verdict, first_conv, handmade_kernels, learned_filters, match_kernels
     from .receptive_field import receptive_field
 
     model, prep = pred.model, pred.preprocess
@@ -112,15 +113,17 @@ def network_view(pred) -> dict:
     layer = next(n for n, m in model.named_modules() if m is conv)
     kernels = handmade_kernels()
     matches = []
-    for m in match_kernels(filters, kernels):
+    found = match_kernels(filters, kernels)
+    for m in found:
         matches.append({"kernel": m.kernel, "filter": m.filter, "cosine": m.cosine, "chance_median": m.chance[0],
-                        "chance95": m.chance[1], "beats_chance": m.cosine > m.chance[1]})
+                        "chance95": m.chance[1], "beats_chance": m.beats_chance})
     trained = (pred.meta or {}).get("train") is not None or (pred.meta or {}).get("pretrained") is not None
     return {"model": pred.name, "architecture": getattr(model, "model_name", type(model).__name__),
             "classes": list(pred.classes), "input": {"channels": c, "height": h, "width": w},
             "stages": stages,
             "first_conv": {"layer": layer, "in_channels": conv.in_channels, "size": list(conv.kernel_size),
-                           "filters": [_rounded(f) for f in filters.mean(axis=1)], "random": not trained},
+                           "filters": [_rounded(f) for f in filters.mean(axis=1)], "random": not trained,
+                           "verdict": filters_verdict(found, filter_structure(filters), trained=trained)},
             "kernels": {k: v.tolist() for k, v in kernels.items()}, "matches": matches,
             "decision": pred.decision_text()}
 
@@ -141,25 +144,50 @@ def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.nd
     return np.clip(np.rint((1 - alpha) * base + alpha * heat), 0, 255).astype(np.uint8)
 
 
-def _gradcam(pred, x: np.ndarray, target: int | None) -> dict:
-    from .gradcam import gradcam
+def _gradcam(pred, x: np.ndarray, target: int | None, method: str = "auto") -> dict:
+    """The class activation map (`attribution.attribute`, method auto: from the head) of one image, with
+    `blank` and its reason where there is no positive evidence, and the signed map to show instead."""
+    from .attribution import attribute
 
-    g = gradcam(pred.model, pred.prepare(torch.from_numpy(x)[None]), target)
-    cam = g.cam[0].numpy()
-    return {"target": g.target[0], "class": pred.classes[g.target[0]], "layer": g.layer,
-            "blank": bool(cam.max() <= 0), "cam": cam}
+    a = attribute(pred.model, pred.prepare(torch.from_numpy(x)[None]), target, method=method, classes=pred.classes)
+    return {"target": a.target[0], "class": pred.classes[a.target[0]], "layer": a.layer, "method": a.method,
+            "label": a.label, "head": a.head, "blank": a.blank[0], "reason": a.reasons[0],
+            "cam": a.cam[0].numpy(), "signed": a.signed[0].numpy()}
 
 
-def explanation(pred, x: np.ndarray, target: int | str | None = None) -> dict:
-    """Grad-CAM for one uint8 C×H×W image: for `target` (a class name or index), else the decided class."""
+def signed_overlay(image: np.ndarray, signed: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """uint8 C×H×W image and an H×W signed map in [-1, 1] → uint8 H×W×3: red raises the score, blue lowers it."""
+    from matplotlib import colormaps
+
+    base = _hwc(image).astype(np.float64)
+    base = np.repeat(base[..., None], 3, axis=2) if base.ndim == 2 else base
+    heat = colormaps["RdBu_r"]((np.clip(signed, -1, 1) + 1) / 2)[..., :3] * 255.0
+    return np.clip(np.rint((1 - alpha) * base + alpha * heat), 0, 255).astype(np.uint8)
+
+
+def _cam_answer(x: np.ndarray, g: dict) -> dict:
+    """The map's fields for the page: never a blank picture passed off as an explanation (`overlay` is the
+    map over the image; when blank, `signed_overlay` and `reason` say what there is instead)."""
+    out = {"class": g["class"], "layer": g["layer"], "method": g["method"], "label": g["label"], "head": g["head"],
+           "blank": g["blank"], "reason": g["reason"], "overlay": data_url(cam_overlay(x, g["cam"]))}
+    if g["blank"]:
+        out["signed_overlay"] = data_url(signed_overlay(x, g["signed"]))
+    return out
+
+
+def explanation(pred, x: np.ndarray, target: int | str | None = None, method: str = "auto") -> dict:
+    """The class activation map for one uint8 C×H×W image: for `target` (a class name or index), else the
+    decided class. A blank map comes with `blank: true`, a `reason`, the `signed` map and its overlay."""
     from .gradcam import resolve_target
 
     probs = pred.probs(torch.from_numpy(x)[None])
     t = resolve_target(target, pred.classes)
     t = int(pred.decide(probs)[0]) if t is None else t
-    g = _gradcam(pred, x, t)
-    return {"class": g["class"], "probability": round(float(probs[0, t]), 6), "target": t, "layer": g["layer"],
-            "blank": g["blank"], "cam": _rounded(g["cam"]), "overlay": data_url(cam_overlay(x, g["cam"]))}
+    g = _gradcam(pred, x, t, method)
+    out = {"probability": round(float(probs[0, t]), 6), "target": t, **_cam_answer(x, g), "cam": _rounded(g["cam"])}
+    if g["blank"]:
+        out["signed"] = _rounded(g["signed"])
+    return out
 
 
 def inspect(pred, x: np.ndarray, channels: int = 8, top_k: int = 5) -> dict:
@@ -188,8 +216,7 @@ def inspect(pred, x: np.ndarray, channels: int = 8, top_k: int = 5) -> dict:
     return {"top": [{"class": c, "probability": round(p, 6)} for c, p in pred.top(probs, top_k)[0]],
             "decision": pred.classes[decided] if pred.decision_text() else None,
             "input": data_url(_hwc(x)),
-            "gradcam": {"class": g["class"], "layer": g["layer"], "blank": g["blank"],
-                        "overlay": data_url(cam_overlay(x, g["cam"]))},
+            "gradcam": _cam_answer(x, g),
             "stages": stages}
 
 

@@ -24,6 +24,8 @@ from .._io import atomic_write
 
 FEATURE_CMAP = "inferno"  # activations: dark = silent, bright = firing
 CAM_CMAP = "jet"  # Grad-CAM's customary map: blue = no evidence, red = strongest evidence
+SIGNED_CMAP = "RdBu_r"  # signed maps and filters: red > 0, white 0, blue < 0 (symmetric around 0)
+MATCH_COLOUR = "#1b7f1b"  # a filter matched beyond chance (green: red and blue are the weights' signs)
 BOX_COLOURS = ("#00e5ff", "#ffd400", "#ff3df5", "#4cff4c", "#ff7b00", "#ffffff")
 
 
@@ -172,7 +174,7 @@ def _filter_image(w: np.ndarray) -> np.ndarray:
 
 
 def filters_figure(filters: np.ndarray, kernels: dict[str, np.ndarray], matches: Sequence, *, layer: str,
-                   max_filters: int = 64) -> Figure:
+                   max_filters: int = 64, random: bool = False, verdict: str = "") -> Figure:
     """The first layer's learned filters (out×in×kh×kw) and, below, each hand-made kernel beside its most
     similar learned filter (averaged over input channels) with the cosine similarity."""
     from .features import resize_kernel
@@ -183,23 +185,28 @@ def filters_figure(filters: np.ndarray, kernels: dict[str, np.ndarray], matches:
     mos, corners = _mosaic([_filter_image(filters[i]) for i in range(n)], cols, label_room=0.45)
     grid_w = 0.62 * cols
     grid_h = grid_w * mos.shape[0] / mos.shape[1]
-    fig = Figure(figsize=(max(grid_w, 7.6) + 0.4, grid_h + 0.9 + 4.0))
-    top, bottom = fig.subfigures(2, 1, height_ratios=[grid_h + 0.9, 4.0], hspace=0.0)
+    head = 0.9 + (0.55 if verdict else 0.0)  # room for the title (and the verdict's lines)
+    fig = Figure(figsize=(max(grid_w, 7.6) + 0.4, grid_h + head + 4.0))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[grid_h + head, 4.0], hspace=0.0)
     ax = top.add_axes([0.5 - 0.5 * grid_w / top.bbox.width * top.figure.dpi, 0.02,
-                       grid_w / top.bbox.width * top.figure.dpi, grid_h / (grid_h + 0.9)])
-    _show_mosaic(ax, mos, "gray", vmin=0, vmax=1, interpolation="nearest")
-    matched = {m.filter for m in matches}
+                       grid_w / top.bbox.width * top.figure.dpi, grid_h / (grid_h + head)])
+    _show_mosaic(ax, mos, SIGNED_CMAP if filters.shape[1] != 3 else "gray", gap=(0.62, 0.62, 0.62), vmin=0, vmax=1,
+                 interpolation="nearest")
+    matched = {m.filter for m in matches if getattr(m, "beats_chance", True)}
     for i, (x0, y0) in enumerate(corners):
         hit = i in matched
         ax.text(x0 + kw / 2 - 0.5, y0 - 0.5 - 0.03 * kh, str(i), ha="center", va="bottom", fontsize=6.5,
-                color="#c00000" if hit else "black", fontweight="bold" if hit else "normal")
+                color=MATCH_COLOUR if hit else "black", fontweight="bold" if hit else "normal")
         if hit:
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), kw, kh, fill=False, edgecolor="#c00000", linewidth=2))
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), kw, kh, fill=False, edgecolor=MATCH_COLOUR, linewidth=2))
     _off(ax)
     kind = "gray: one input channel" if filters.shape[1] == 1 else (
         "colour: RGB weights" if filters.shape[1] == 3 else f"mean of {filters.shape[1]} input channels")
-    _title(top, f"{layer}: {n} of {len(filters)} learned {kh}×{kw} filters ({kind}; mid-gray = 0, each scaled "
-                "by its largest weight; red: the most similar to a hand-made kernel)", fontsize=10)
+    zero = "mid-gray = 0" if filters.shape[1] == 3 else "white = 0, red > 0, blue < 0"
+    what = "random" if random else "learned"
+    _title(top, (f"{verdict}\n" if verdict else "") + f"{layer}: {n} of {len(filters)} {what} {kh}×{kw} filters "
+                f"({kind}; {zero}, each scaled symmetrically by its largest |weight|; outlined: a match to a "
+                "hand-made kernel that beats chance)", fontsize=10)
     axes2 = bottom.subplots(2, len(kernels), squeeze=False)
     bottom.subplots_adjust(left=0.5 - 0.11 * len(kernels), right=0.5 + 0.11 * len(kernels), top=0.74,
                            bottom=0.1, hspace=0.55, wspace=0.35)
@@ -207,38 +214,76 @@ def filters_figure(filters: np.ndarray, kernels: dict[str, np.ndarray], matches:
         k = kernels[m.kernel]
         shown = resize_kernel(k, (kh, kw))
         a = axes2[0, col]
-        a.imshow(shown / (float(np.abs(shown).max()) or 1.0), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+        a.imshow(shown / (float(np.abs(shown).max()) or 1.0), cmap=SIGNED_CMAP, vmin=-1, vmax=1, interpolation="nearest")
         a.set_title(m.kernel + ("" if k.shape == (kh, kw) else f"\n(resized to {kh}×{kw})"), fontsize=9)
         _off(a, frame="#999999")
         g = filters[m.filter].mean(0)
         b = axes2[1, col]
-        b.imshow(g / (float(np.abs(g).max()) or 1.0), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
-        b.set_title(f"filter {m.filter}: cos {m.cosine:+.2f}", fontsize=9, color="#c00000")
+        b.imshow(g / (float(np.abs(g).max()) or 1.0), cmap=SIGNED_CMAP, vmin=-1, vmax=1, interpolation="nearest")
+        hit = getattr(m, "beats_chance", True)
+        b.set_title(f"filter {m.filter}: cos {m.cosine:+.2f}\n" + ("a match" if hit else "no better than chance"),
+                    fontsize=9, color=MATCH_COLOUR if hit else "#555555")
         b.set_xlabel(f"random filters: {m.chance[0]:.2f}\n(95%: {m.chance[1]:.2f})", fontsize=7.5, color="#555555")
         _off(b, frame="#999999")
-    _title(bottom, "hand-made kernels (top) and the most similar learned filter (bottom, mean over its input "
-                   f"channels); cosine similarity, 1 = the same pattern; below it, the best that {len(filters)} random "
-                   "filters reach by chance (median, 95th percentile)", fontsize=9.5)
+    _title(bottom, "hand-made kernels (top) and the most similar filter (bottom, mean over its input channels); "
+                   f"cosine similarity, 1 = the same pattern; below it, the best that {len(filters)} random filters "
+                   "reach by chance (median, 95th percentile, simulated): a match only above the 95th", fontsize=9.5)
     return fig
 
 
-# --- Grad-CAM ---------------------------------------------------------------------------------------------
-def gradcam_figure(image: np.ndarray, cam: np.ndarray, *, title: str) -> Figure:
-    """Input | Grad-CAM heat map | overlay."""
+# --- class activation maps ------------------------------------------------------------------------------
+BLANK_COLOUR = "#c00000"
+
+
+def signed_overlay(ax, img: np.ndarray, signed: np.ndarray, alpha: float = 0.6) -> None:
+    """The image in gray with a signed map (in [-1, 1]) over it, red raising the score and blue lowering it."""
+    d = to_display(img).astype(np.float32)
+    gray = d if d.ndim == 2 else d @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    ax.imshow(gray, cmap="gray", vmin=0, vmax=255, interpolation="nearest" if max(gray.shape) < 128 else "antialiased")
+    ax.imshow(signed, cmap=SIGNED_CMAP, vmin=-1, vmax=1, alpha=alpha, interpolation="bilinear")
+
+
+def blank_stamp(ax, text: str = "BLANK: no positive evidence") -> None:
+    """A label written across the image, so a blank map can never pass for an explanation."""
+    ax.text(0.5, 0.04, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=8.5, color="white",
+            fontweight="bold", bbox={"boxstyle": "round,pad=0.25", "facecolor": BLANK_COLOUR, "edgecolor": "none"})
+
+
+def gradcam_figure(image: np.ndarray, cam: np.ndarray, *, title: str, signed: np.ndarray | None = None,
+                   blank: bool = False, label: str = "Grad-CAM") -> Figure:
+    """Input | the map | overlay. A blank map (no positive evidence) is drawn as its signed map, red raising
+    and blue lowering the score, and stamped BLANK on both panels."""
     fig = Figure(figsize=(10.5, 3.9), layout="constrained")
     axes = fig.subplots(1, 3)
     show_image(axes[0], image)
     axes[0].set_title("input", fontsize=10)
-    im = axes[1].imshow(cam, cmap=CAM_CMAP, vmin=0, vmax=1, interpolation="bilinear")
-    axes[1].set_title("Grad-CAM (1 = strongest evidence)", fontsize=10)
-    overlay(axes[2], image, cam)
-    axes[2].set_title("overlay", fontsize=10)
+    if blank and signed is not None:
+        im = axes[1].imshow(signed, cmap=SIGNED_CMAP, vmin=-1, vmax=1, interpolation="bilinear")
+        axes[1].set_title(f"{label}: signed map (red raises, blue lowers)", fontsize=10)
+        signed_overlay(axes[2], image, signed)
+        axes[2].set_title("overlay (signed)", fontsize=10)
+        for ax in axes[1:]:
+            blank_stamp(ax)
+    else:
+        im = axes[1].imshow(cam, cmap=CAM_CMAP, vmin=0, vmax=1, interpolation="bilinear")
+        axes[1].set_title(f"{label} (1 = strongest evidence)", fontsize=10)
+        overlay(axes[2], image, cam)
+        axes[2].set_title("overlay", fontsize=10)
     for ax in axes:
         _off(ax)
     cb = fig.colorbar(im, ax=list(axes), shrink=0.85, fraction=0.025)
     cb.ax.tick_params(labelsize=8)
     _title(fig, title)
     return fig
+
+
+def cam_panel(ax, image: np.ndarray, cam: np.ndarray, signed: np.ndarray | None, blank: bool) -> None:
+    """One overlay panel: the map, or, when blank, the signed map stamped BLANK."""
+    if blank and signed is not None:
+        signed_overlay(ax, image, signed)
+        blank_stamp(ax, "BLANK: signed map")
+    else:
+        overlay(ax, image, cam)
 
 
 # --- receptive fields -------------------------------------------------------------------------------------
@@ -305,15 +350,18 @@ def curves_figure(history: Sequence[dict]) -> Figure:
         if len(ep) <= 20:
             ax.set_xticks(ep)
     best = max(history, key=lambda r: float(r["val_acc"]))
-    axes[1].annotate(f"best {float(best['val_acc']):.4f}", (int(best["epoch"]), float(best["val_acc"])),
-                     textcoords="offset points", xytext=(0, -16), ha="center", fontsize=9)
+    # the best epoch as a marker named in the legend: a text label beside the curve collides with it
+    axes[1].plot([int(best["epoch"])], [float(best["val_acc"])], "*", color="#d62728", markersize=13, zorder=5,
+                 label=f"best val {float(best['val_acc']):.4f} (epoch {int(best['epoch'])})")
+    axes[1].legend(loc="lower right", fontsize=9)
     return fig
 
 
-def worst_figure(items: Sequence[dict]) -> Figure:
-    """Two per row: image | Grad-CAM of the predicted class | Grad-CAM of the true class; four images per row
+def worst_figure(items: Sequence[dict], *, label: str = "Grad-CAM") -> Figure:
+    """Two per row: image | the map of the predicted class | the map of the true class; four images per row
     when cam_pred is None (a model with no feature maps, the mlp). Each item: image, cam_pred, cam_true, true,
-    pred, p_pred, p_true, loss."""
+    pred, p_pred, p_true, loss, and optionally signed_pred/signed_true and blank_pred/blank_true (a blank map
+    is drawn signed and stamped BLANK)."""
     cams = items[0].get("cam_pred") is not None
     cols = min(2 if cams else 4, len(items))
     rows = math.ceil(len(items) / cols)
@@ -325,15 +373,30 @@ def worst_figure(items: Sequence[dict]) -> Figure:
         probs = f"p({it['pred']}) {it['p_pred']:.2f}, p({it['true']}) {it['p_true']:.2f}"
         axes[0].set_title("image" if cams else probs, fontsize=9)
         if cams:
-            overlay(axes[1], it["image"], it["cam_pred"])
-            axes[1].set_title(f"for {it['pred']} (p {it['p_pred']:.2f})", fontsize=9, color="#c00000")
-            overlay(axes[2], it["image"], it["cam_true"])
-            axes[2].set_title(f"for {it['true']} (p {it['p_true']:.2f})", fontsize=9, color="#006400")
+            for ax, key, who, colour in ((axes[1], "pred", it["pred"], "#c00000"), (axes[2], "true", it["true"], "#006400")):
+                cam_panel(ax, it["image"], it[f"cam_{key}"], it.get(f"signed_{key}"), bool(it.get(f"blank_{key}")))
+                ax.set_title(f"for {who} (p {it[f'p_{key}']:.2f})", fontsize=9, color=colour)
         for ax in axes:
             _off(ax)
         sf.suptitle(f"true {it['true']}, predicted {it['pred']}: loss {it['loss']:.2f}", fontsize=10.5)
     for sf in subs[len(items):]:
         sf.set_visible(False)
-    _title(fig, "worst-classified validation images (highest loss), with Grad-CAM for the predicted (red) and "
-                "the true class (green)" if cams else "worst-classified validation images (highest loss)")
+    _title(fig, f"misclassified validation images (highest loss first), with {label} for the predicted (red) and "
+                "the true class (green)" if cams else "misclassified validation images (highest loss first)")
+    return fig
+
+
+def batch_figure(images: np.ndarray, labels: Sequence[str], *, title: str, cols: int = 8) -> Figure:
+    """A training batch as the model saw it (uint8 N×C×H×W, augmentations applied), each with its label."""
+    n = len(images)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(1.35 * cols, 1.5 * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, img, lab in zip(axes, images, labels):
+        show_image(ax, img)
+        ax.set_title(str(lab), fontsize=8, pad=2)
+        _off(ax, frame="#999999")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    _title(fig, title, fontsize=10)
     return fig

@@ -1,7 +1,10 @@
 """`write_report(run_dir)`: report.html for a training run, one self-contained file.
 
-It holds the model summary, the loss and accuracy curves, the confusion matrix and per-class metrics, the
-worst-classified validation images with their Grad-CAM, the first-layer filters and sample feature maps.
+It holds the model summary, a training batch as the model saw it (augmented), the loss and accuracy curves,
+the confusion matrix and per-class metrics, the misclassified validation images with the highest loss and
+their class activation maps (method auto; a blank map labelled and drawn signed), the maps' mean deletion and
+insertion scores against a random order, the first-layer filters (matches only beyond chance) and sample
+feature maps.
 Every picture is a PNG embedded as base64 and the style is inline: the file opens from disk in any browser,
 with no server, no script and nothing fetched. It is built from the run directory (model.json, metrics.csv,
 model.safetensors) and the run's data, reloaded as `cnnkit.evaluate` reloads it (same split seed and
@@ -26,7 +29,9 @@ from .._io import atomic_write_text
 from ..errors import CnnkitError
 
 REPORT = "report.html"
-N_WORST = 8  # worst-classified validation images shown
+N_WORST = 8  # worst-classified (misclassified, highest loss first) validation images shown
+N_FAITH = 32  # validation images whose maps get deletion and insertion scores (a seeded sample)
+N_BATCH = 32  # images of the "training batch as the model saw it" panel
 N_FEATURE_CHANNELS = 16  # channels per stage in the sample feature maps
 
 CSS = """
@@ -42,7 +47,9 @@ img{max-width:100%;height:auto;display:block;margin:8px auto}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{padding:4px 10px;text-align:right;border-bottom:1px solid #e3e6ea}
 th{background:#eef2f8}td:first-child,th:first-child{text-align:left}
 .bar{display:inline-block;height:9px;background:#4a7cc0;border-radius:2px;vertical-align:middle}td.left{text-align:left}
-pre{font-size:11.5px;overflow-x:auto;background:#f7f8fa;padding:10px;border-radius:6px}
+pre{font-size:11.5px;white-space:pre-wrap;overflow-wrap:anywhere;background:#f7f8fa;padding:10px;border-radius:6px}
+details{max-width:100%}table{max-width:100%}.wide{overflow-x:auto;max-width:100%}
+.blank{color:#c00000;font-weight:600}
 .note{color:#556;font-size:13px}footer{color:#778;font-size:12px;text-align:center;margin:20px}
 """
 
@@ -78,32 +85,102 @@ def _per_class_table(rep: dict) -> str:
     return "".join(rows) + "</table>"
 
 
-def _worst(tm, val, probs: torch.Tensor, n: int, cams: bool = True) -> tuple[list[dict], list[dict]]:
-    """The n validation images with the highest loss, with Grad-CAM for the predicted and the true class
-    (None without `cams`: a model with no feature maps)."""
-    from .gradcam import gradcam
+def _worst(tm, val, probs: torch.Tensor, n: int, cams: bool = True) -> tuple[list[dict], list[dict], dict | None]:
+    """The n misclassified validation images with the highest loss (fewer, or none, when fewer are wrong), with
+    the class activation map (`attribution.attribute`, method auto) for the predicted and the true class
+    (None without `cams`: a model with no feature maps); and the blank counts of those maps."""
+    from .attribution import attribute
 
     y = val.y
     loss = -torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12))
-    idx = torch.argsort(loss, descending=True, stable=True)[:n].tolist()
+    wrong = tm.decide(probs) != y
+    order = torch.argsort(loss, descending=True, stable=True)
+    idx = [i for i in order.tolist() if wrong[i]][:n]
     if not idx:
-        return [], []
+        return [], [], None
     images = val.get(torch.tensor(idx))
     x = tm.prepare(images)
-    pred = probs[idx].argmax(1).tolist()
+    pred = tm.decide(probs[idx]).tolist()
     true = y[idx].tolist()
-    g_pred = gradcam(tm.model, x, pred) if cams else None
-    g_true = gradcam(tm.model, x, true, layer=g_pred.layer) if cams else None
+    a_pred = attribute(tm.model, x, pred, classes=tm.classes) if cams else None
+    a_true = attribute(tm.model, x, true, layer=a_pred.layer, method=a_pred.method, head=a_pred.head,
+                       classes=tm.classes) if cams else None
     items, rows = [], []
     for k, i in enumerate(idx):
         p, t = pred[k], true[k]
         row = {"index": i, "true": tm.classes[t], "pred": tm.classes[p], "p_pred": round(float(probs[i, p]), 4),
                "p_true": round(float(probs[i, t]), 4), "loss": round(float(loss[i]), 4),
                "path": val.paths[i] if val.paths else None}
+        if cams:
+            row.update(blank_pred=a_pred.blank[k], blank_true=a_true.blank[k])
         rows.append(row)
-        items.append({**row, "image": images[k].numpy(), "cam_pred": g_pred.cam[k].numpy() if cams else None,
-                      "cam_true": g_true.cam[k].numpy() if cams else None})
-    return items, rows
+        items.append({**row, "image": images[k].numpy(),
+                      **({f"{w}_{key}": v for key, a in (("pred", a_pred), ("true", a_true))
+                          for w, v in (("cam", a.cam[k].numpy()), ("signed", a.signed[k].numpy()),
+                                       ("blank", a.blank[k]))} if cams else {"cam_pred": None, "cam_true": None})})
+    blanks = {"method": a_pred.method, "label": a_pred.label, "layer": a_pred.layer,
+              "pred": sum(a_pred.blank), "true": sum(a_true.blank), "n": len(idx)} if cams else None
+    return items, rows, blanks
+
+
+def _faithfulness_section(tm, val, macs: int) -> tuple[str, dict | None]:
+    """Mean deletion and insertion scores (Petsiuk et al. 2018) over a seeded sample of validation images, for
+    each method's map of the predicted class and for a random order; the other methods only for a small model."""
+    from . import faithfulness as fa
+    from .attribution import LABELS, METHODS, attribute
+
+    if not len(val):
+        return "", None
+    n = min(N_FAITH, len(val))
+    idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    x = tm.prepare(val.get(idx))
+    auto = attribute(tm.model, x, None, classes=tm.classes)
+    methods = [auto.method] + ([m for m in METHODS if m != auto.method] if macs * n * 40 * len(METHODS) < 2e11 else [])
+    rows, out = [], {}
+    for m in methods:
+        a = auto if m == auto.method else attribute(tm.model, x, auto.target, method=m, layer=auto.layer,
+                                                    head=auto.head)
+        s = fa.deletion_insertion(tm.model, x, a.signed, a.target, steps=10).summary()
+        out[m] = {**s, "blank": int(sum(a.blank))}
+    r = fa.deletion_insertion(tm.model, x, None, auto.target, steps=10).summary()
+    out["random"] = {**r, "blank": 0}
+    for m, v in out.items():
+        name = "random order" if m == "random" else LABELS[m] + (" (auto: shown in this report)" if m == auto.method else "")
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{v['deletion']:.4f}</td><td>{v['insertion']:.4f}</td>"
+                    f"<td>{v['blank'] if m != 'random' else '-'}</td></tr>")
+    doc = ("<section><h2>Are the maps faithful?</h2>"
+           f'<p class="note">Deletion and insertion scores (Petsiuk et al. 2018, RISE) of each map of the predicted '
+           f"class, averaged over {n} validation images (a seeded sample) at {html.escape(auto.layer)} "
+           f"({auto.head} head): the area under the class probability as the most important pixels are removed "
+           f"(replaced by {fa.DELETION_BASELINE}; lower is better), or added to {fa.INSERTION_BASELINE} (higher is "
+           "better), in 10 steps. A map that does not beat the random order says nothing about the model.</p>"
+           "<table><tr><th>map</th><th>deletion ↓</th><th>insertion ↑</th><th>blank maps</th></tr>"
+           + "".join(rows) + "</table></section>")
+    return doc, {"method": auto.method, "images": n, "scores": out}
+
+
+def _batch_section(tm, ds) -> str:
+    """The first training batch of a seeded shuffle, augmented as the trainer augments (level and flips from
+    model.json): what the model saw, not what the files hold."""
+    from ..data.transforms import augment
+    from . import plots
+
+    train = tm.meta.get("train", {})
+    tr = ds.train
+    if not len(tr):
+        return ""
+    g = torch.Generator().manual_seed(int(train.get("seed", 0)))
+    idx = torch.randperm(len(tr), generator=g)[:N_BATCH].sort().values
+    level = str(train.get("augment") or "none")
+    flips = bool(train.get("flips"))
+    x = augment(tr.get(idx), level, flips=flips, generator=g)
+    labels = [tm.classes[int(c)] for c in tr.y[idx]]
+    how = ("no augmentation" if level == "none" else
+           f"augmentation '{level}' (random shifts{', horizontal flips' if flips else ''}), drawn afresh here")
+    fig = plots.batch_figure(x.numpy(), labels, title=f"{len(idx)} training images as the model saw them: "
+                                                      f"{how}, at {tm.size[0]}×{tm.size[1]}, before normalisation")
+    return ("<section><h2>A training batch as the model saw it</h2>" + _fig(fig, "a training batch, augmented")
+            + "</section>")
 
 
 def _decision_section(tm, run_dir: Path, ds, split: str, probs: torch.Tensor, tag: str) -> str:
@@ -157,7 +234,7 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     from ..metrics import classification_report, plot_confusion_matrix
     from . import features as feat
     from . import plots
-    from .gradcam import gradcam
+    from .attribution import attribute
     from .summary import format_summary, summarize
 
     run_dir = Path(run_dir)
@@ -183,9 +260,10 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     parts: list[str] = []
     # --- facts
     m = meta.get("metrics", {})
-    facts = [(f"{rep['accuracy']:.4f}", f"{split} accuracy ({rep['n']:,} images)"),
-             (f"{val_acc:.4f}", f"validation accuracy ({len(ds.val):,} images)"),
-             (str(m.get("best_epoch", "?")), f"best epoch of {len(read_history(run_dir)) or '?'}"),
+    facts = [(f"{rep['accuracy']:.4f}", f"{split} accuracy ({rep['n']:,} images)")]
+    if split != "val":  # with no test split the two tiles would be one number twice
+        facts.append((f"{val_acc:.4f}", f"validation accuracy ({len(ds.val):,} images)"))
+    facts += [(str(m.get("best_epoch", "?")), f"best epoch of {len(read_history(run_dir)) or '?'}"),
              (f"{sum(p.numel() for p in tm.model.parameters()):,}", "parameters"),
              (f"{tm.channels}×{tm.size[0]}×{tm.size[1]}", "input"), (str(len(tm.classes)), "classes")]
     parts.append('<section><h2>Run</h2><div class="facts">' + "".join(
@@ -214,6 +292,9 @@ def build_report(run_dir: str | Path, data=None) -> dict:
                  f"<summary>per-layer table ({n_leaf} layers)</summary><pre>{html.escape(chr(10).join(lines))}</pre>"
                  "</details></section>")
 
+    # --- a training batch as the model saw it (augmented)
+    parts.append(_batch_section(tm, ds))
+
     # --- curves
     history = read_history(run_dir)
     parts.append("<section><h2>Training curves</h2>")
@@ -237,17 +318,37 @@ def build_report(run_dir: str | Path, data=None) -> dict:
 
     parts.append(_decision_section(tm, run_dir, ds, split, probs, tag))
 
-    # --- worst-classified validation images
-    maps = feat.has_feature_maps(tm.model)  # the fully connected mlp has none: no Grad-CAM, filters, maps
-    items, worst_rows = _worst(tm, ds.val, val_probs, N_WORST, cams=maps)
-    parts.append("<section><h2>Worst-classified validation images</h2>"
-                 + ('<p class="note">The validation images with the highest loss. Middle: Grad-CAM for the class the '
-                    "model chose (what it took as evidence); right: for the true class.</p>" if maps else
-                    f'<p class="note">The validation images with the highest loss. {html.escape(name)} has no '
-                    "convolution, so no feature maps and no Grad-CAM.</p>"))
-    parts.append(_fig(plots.worst_figure(items), "worst-classified validation images" + (" with Grad-CAM" * maps))
-                 if items else '<p class="note">no validation images.</p>')
+    # --- worst-classified validation images: misclassified ones only, highest loss first
+    maps = feat.has_feature_maps(tm.model)  # the fully connected mlp has none: no maps, filters, feature maps
+    items, worst_rows, blanks = _worst(tm, ds.val, val_probs, N_WORST, cams=maps)
+    n_wrong = int((tm.decide(val_probs) != ds.val.y).sum()) if len(ds.val) else 0
+    parts.append("<section><h2>Worst-classified validation images</h2>")
+    if not len(ds.val):
+        parts.append('<p class="note">no validation images.</p>')
+    elif not items:
+        parts.append(f'<p class="note">None: every one of the {len(ds.val):,} validation images is classified '
+                     "correctly, so there is no misclassified image to show.</p>")
+    else:
+        intro = (f"The {len(items)} misclassified validation images with the highest loss (of {n_wrong:,} "
+                 f"misclassified out of {len(ds.val):,}).")
+        if maps:
+            intro += (f" Middle: {blanks['label']} at {html.escape(blanks['layer'])} for the class the model chose "
+                      "(what it took as evidence); right: for the true class.")
+            nb = blanks["pred"] + blanks["true"]
+            if nb:
+                intro += (f' <span class="blank">{nb} of the {2 * blanks["n"]} maps are blank (no positive '
+                          "evidence): drawn as their signed map (red raises, blue lowers the score) and stamped "
+                          "BLANK.</span>")
+        else:
+            intro += f" {html.escape(name)} has no convolution, so no feature maps and no class activation maps."
+        parts.append(f'<p class="note">{intro}</p>')
+        parts.append(_fig(plots.worst_figure(items, label=blanks["label"] if blanks else "Grad-CAM"),
+                          "worst-classified validation images (misclassified)" + (" with their maps" * maps)))
     parts.append("</section>")
+    faith = None
+    if maps:
+        doc, faith = _faithfulness_section(tm, ds.val, s.macs)
+        parts.append(doc)
 
     # --- filters and sample feature maps (the validation image the model is surest about, correctly)
     if not maps:
@@ -260,7 +361,10 @@ def build_report(run_dir: str | Path, data=None) -> dict:
         w = feat.learned_filters(tm.model)
         kernels = feat.handmade_kernels()
         parts.append("<section><h2>What the layers see</h2><h3>First-layer filters</h3>")
-        fig = plots.filters_figure(w, kernels, feat.match_kernels(w, kernels), layer=f"{name}, {conv_name}")
+        matches = feat.match_kernels(w, kernels)
+        verdict = feat.filters_verdict(matches, feat.filter_structure(w), trained=True)
+        fig = plots.filters_figure(w, kernels, matches, layer=f"{name}, {conv_name}", verdict=verdict)
+        parts.append(f'<p class="note">{html.escape(verdict)}.</p>')
         parts.append(_fig(fig, "first-layer filters and the hand-made kernels"))
         if len(ds.val):
             yv = ds.val.y
@@ -268,11 +372,12 @@ def build_report(run_dir: str | Path, data=None) -> dict:
             i = int(torch.argmax(conf))
             img = ds.val.get(torch.tensor([i]))[0].numpy()
             x = tm.prepare(torch.from_numpy(img)[None])
-            g = gradcam(tm.model, x, int(yv[i]))
+            a = attribute(tm.model, x, int(yv[i]), classes=tm.classes)
             parts.append(f"<h3>Sample feature maps: a validation '{html.escape(tm.classes[int(yv[i])])}' "
                          f"(p {float(conf[i]):.3f})</h3>")
-            parts.append(_fig(plots.gradcam_figure(img, g.cam[0].numpy(), title=f"Grad-CAM at {g.layer} for "
-                                                   f"'{tm.classes[int(yv[i])]}'"), "Grad-CAM of the sample image"))
+            title = (f"{a.label} at {a.layer} for '{tm.classes[int(yv[i])]}'" + (f"\n{a.reasons[0]}" if a.blank[0] else ""))
+            parts.append(_fig(plots.gradcam_figure(img, a.cam[0].numpy(), title=title, signed=a.signed[0].numpy(),
+                                                   blank=a.blank[0], label=a.label), f"{a.label} of the sample image"))
             for layer, act in feat.stage_maps(tm.model, x).items():
                 order = feat.rank_channels(act[0])
                 parts.append(_fig(plots.feature_map_grid(act[0].numpy(), order, img, layer=layer,
@@ -290,4 +395,4 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     path = atomic_write_text(run_dir / (REPORT if own else f"report{tag}.html"), doc)
     return {"report": str(path), "run_dir": str(run_dir), "model": name, "data": ds.spec, "split": split,
             "accuracy": rep["accuracy"], "val_accuracy": round(val_acc, 4), "confusion_matrix_png": str(cm_png),
-            "worst": worst_rows, "bytes": path.stat().st_size}
+            "worst": worst_rows, "faithfulness": faith, "bytes": path.stat().st_size}

@@ -357,3 +357,13 @@ def test_a_malformed_split_json_is_one_line(path, value, says):
     t[path[-1]] = value
     with pytest.raises(CnnkitError, match=re.escape(f"split.json is malformed ({says}")):
         load_data("digits", manifest=m)
+
+
+def test_a_nul_byte_in_a_csv_path_is_one_line(tmp_path):
+    """Found by the fuzzing suite: Path.resolve raised ValueError ("embedded null byte") past every check."""
+    from cnnkit.data.sources import load_csv_source
+
+    Image.new("L", (4, 4)).save(tmp_path / "a.png")
+    (tmp_path / "l.csv").write_text("path,label\nx\x00y,cat\na.png,dog\n")
+    with pytest.raises(CnnkitError, match=r"line 2: the image path .* holds a NUL byte"):
+        load_csv_source(tmp_path / "l.csv", "csv:l.csv")

@@ -100,3 +100,69 @@ def test_every_sample_loads_offline():
     for name in SAMPLES:
         im = load_image(name)
         assert min(im.size) >= 100, name
+
+
+def test_out_given_as_an_existing_file_is_one_clear_line(tmp_path, capsys):
+    f = tmp_path / "taken.png"
+    f.write_bytes(b"x")
+    assert main(["explain", "simplecnn", "camera", "--out", str(f), "--img-size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert f"{f} is an existing file, not a folder" in err and "--out" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert f.read_bytes() == b"x"  # left alone
+
+
+@pytest.mark.xdist_group("explain_run")
+def test_method_faithfulness_and_sanity(digits_run, tmp_path, capsys):
+    val = cnnkit.load_data("digits", img_size=16).val
+    path = tmp_path / "digit.png"
+    Image.fromarray(val.x[3, 0].numpy()).save(path)
+    base = ["explain", str(digits_run), str(path), "--layers", "pool2"]
+    auto = run_json(capsys, *base, "--out", str(tmp_path / "a"), "--json", "--compare")
+    att = auto["attribution"]
+    assert att == auto["gradcam"] and att["method"] == "hirescam" and att["head"] == "spatial"  # flatten head
+    f = att["faithfulness"]
+    assert sorted(f["methods"]) == ["gradcam", "gradcam++", "hirescam", "layercam"]
+    assert f["deletion"] == f["methods"]["hirescam"]["deletion"] and 0 <= f["deletion"] <= 1 and 0 <= f["insertion"] <= 1
+    assert f["random"]["orders"] == 4 and "zeros in normalised space" in f["deletion_baseline"]
+    assert "blur" in f["insertion_baseline"] and f["verdict"]
+    lc = run_json(capsys, *base, "--out", str(tmp_path / "b"), "--json", "--method", "layercam", "--no-faithfulness")
+    assert lc["attribution"]["method"] == "layercam" and "faithfulness" not in lc["attribution"]
+    assert main([*base, "--out", str(tmp_path / "c"), "--sanity", "--method", "gradcam"]) == 0
+    text = capsys.readouterr().out
+    assert "Grad-CAM at pool2 (spatial head)" in text and "deletion" in text and "random order" in text
+    assert "cascading model randomisation" in text and "verdict: passes" in text and "fc2" in text
+    assert main([*base, "--out", str(tmp_path / "d"), "--method", "gradcamm"]) == 2
+    assert "invalid choice: 'gradcamm'" in capsys.readouterr().err
+
+
+@pytest.mark.xdist_group("explain_run")
+def test_a_blank_map_is_labelled_in_json_text_and_image(digits_run, tmp_path, capsys):
+    """A real blank map: a (validation image, class) of the digits run whose Grad-CAM has no positive evidence."""
+    from cnnkit.explain.attribution import attribute
+
+    tm = cnnkit.load_model(digits_run)
+    val = cnnkit.load_data("digits", img_size=16).val
+    x = tm.prepare(val.x[:40])
+    found = None
+    for t in range(10):
+        a = attribute(tm.model, x, t, method="gradcam")
+        k = next((k for k, b in enumerate(a.blank) if b), None)
+        if k is not None:
+            found = (k, t)
+            break
+    assert found, "no blank Grad-CAM among 40 images × 10 classes"
+    k, t = found
+    path = tmp_path / "digit.png"
+    Image.fromarray(val.x[k, 0].numpy()).save(path)
+    argv = ["explain", str(digits_run), str(path), "--layers", "pool2", "--method", "gradcam", "--target", str(t)]
+    info = run_json(capsys, *argv, "--out", str(tmp_path / "j"), "--json")
+    att = info["attribution"]
+    assert att["blank"] is True and att["shown"] == "signed map"
+    assert att["reason"].startswith("blank: no positive evidence") and f"'{tm.classes[t]}'" in att["reason"]
+    assert main([*argv, "--out", str(tmp_path / "t")]) == 0
+    assert "blank: no positive evidence" in capsys.readouterr().out
+    # and a map with evidence says nothing of the kind
+    hires = run_json(capsys, "explain", str(digits_run), str(path), "--layers", "pool2", "--out", str(tmp_path / "h"),
+                     "--json", "--no-faithfulness")
+    assert hires["attribution"]["blank"] is False and hires["attribution"]["reason"] is None

@@ -28,6 +28,9 @@ def test_a_planted_sobel_filter_is_found():
     w[9, 0] = -get_kernel("laplacian")  # the opposite sign: cosine -1, never the best match for laplacian
     m = {x.kernel: x for x in feat.match_kernels(w)}
     assert m["sobel_x"].filter == 5 and m["sobel_x"].cosine > 0.99
+    assert m["sobel_x"].beats_chance and m["sobel_x"].verdict == "a match (beats chance)"
+    # the other kernels' best cosines among 16 random filters: no better than chance (16 random 3×3: 95% ~0.8)
+    assert all(not m[k].beats_chance and m[k].verdict == "no better than chance" for k in ("sobel_y", "laplacian"))
     assert m["laplacian"].filter != 9
     assert feat.cosine(w[9, 0], get_kernel("laplacian")) == pytest.approx(-1.0)
     assert m["sobel_x"].compared_at == [3, 3]
@@ -142,3 +145,36 @@ def test_chance_level_of_the_cosine():
             for _ in range(60)]
     assert best[0].chance == [0.65, 0.83]
     assert abs(float(np.median([m.cosine for m in best])) - 0.65) < 0.05
+
+
+def test_random_filters_beat_chance_one_time_in_twenty():
+    """The chance level is the 95th percentile of the best cosine of random filters of the same shape: fresh
+    Kaiming-uniform layers (what PyTorch draws) are called a match about 5% of the time, not more."""
+    torch.manual_seed(0)
+    hits = [m.beats_chance for _ in range(200)
+            for m in feat.match_kernels(nn.Conv2d(1, 32, 3).weight.detach().double().numpy(), {"sobel_x": SOBEL_X})]
+    assert 0.01 <= float(np.mean(hits)) <= 0.10
+
+
+def test_random_weights_are_called_random():
+    torch.manual_seed(0)
+    for name in ("simplecnn", "fastcnn", "resnet18"):
+        w = feat.learned_filters(cnnkit.create_model(name, in_channels=1, input_size=(28, 28)))
+        s = feat.filter_structure(w)
+        assert s["random_like"] and s["statistic"] <= s["chance99"]
+        v = feat.filters_verdict(feat.match_kernels(w), s, trained=None)
+        assert v.startswith("indistinguishable from random weights") or "beating chance" in v
+    # an untrained model is called random whatever the statistics say
+    assert feat.filters_verdict([], {"statistic": 0.9, "chance99": 0.1, "random_like": False},
+                                trained=False).startswith("random weights (untrained model)")
+    # smooth filters (what training on photos gives) have structure far beyond chance
+    rng = np.random.default_rng(0)
+    smooth = np.ones((32, 1, 3, 3)) * rng.normal(size=(32, 1, 1, 1)) + 0.1 * rng.normal(size=(32, 1, 3, 3))
+    s = feat.filter_structure(smooth)
+    assert not s["random_like"] and s["statistic"] > 0.9
+
+
+def test_trained_filters_are_not_random(digits_run):
+    tm = cnnkit.load_model(digits_run)
+    s = feat.filter_structure(feat.learned_filters(tm.model))
+    assert not s["random_like"], s

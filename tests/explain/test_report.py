@@ -35,12 +35,13 @@ def test_report_is_self_contained_and_right(digits_run):
     doc = path.read_text(encoding="utf-8")
     # nothing outside the file: every src is an embedded PNG, no links, scripts or remote URLs
     srcs = re.findall(r'src="([^"]*)"', doc)
-    assert len(srcs) == 8 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert len(srcs) == 9 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert not re.search(r"<link|<script|<iframe|url\(|https?://", doc, re.I)
     pngs = embedded_pngs(doc)
-    assert len(pngs) == 8 and all(im.format == "PNG" and im.width >= 300 and im.height >= 150 for im in pngs)
+    assert len(pngs) == 9 and all(im.format == "PNG" and im.width >= 300 and im.height >= 150 for im in pngs)
     for section in ("Model summary", "Training curves", "Confusion matrix", "Worst-classified validation images",
-                    "First-layer filters", "Sample feature maps", "Decision and calibration"):
+                    "First-layer filters", "Sample feature maps", "Decision and calibration",
+                    "A training batch as the model saw it", "Are the maps faithful?"):
         assert section in doc
     # the numbers are evaluate's (digits has no test split: val)
     ev = cnnkit.evaluate(digits_run, plot=False)
@@ -54,13 +55,34 @@ def test_report_is_self_contained_and_right(digits_run):
     with torch.no_grad():
         probs = torch.softmax(tm.model(tm.prepare(val.x)) / tm.temperature, 1)  # calibrated, as everywhere
     loss = -torch.log(probs[torch.arange(len(val.y)), val.y])
-    want = torch.argsort(loss, descending=True)[:8].tolist()
+    wrong = probs.argmax(1) != val.y
+    want = [i for i in torch.argsort(loss, descending=True).tolist() if wrong[i]][:8]  # misclassified only
     worst = info["worst"]
-    assert [w["index"] for w in worst] == want
+    assert len(want) >= 4 and [w["index"] for w in worst] == want
     assert [w["loss"] for w in worst] == pytest.approx(loss[want].tolist(), abs=1e-3)
-    assert worst[0]["true"] != worst[0]["pred"] and worst[0]["p_pred"] > worst[0]["p_true"]
+    assert all(w["true"] != w["pred"] and w["p_pred"] > w["p_true"] for w in worst)
+    assert all(w["blank_pred"] in (True, False) for w in worst)
+    # one accuracy tile: with no test split, "val accuracy" and "validation accuracy" would be one number twice
+    tiles = re.findall(r'<div class="fact"><b>([^<]*)</b><span>([^<]*)</span>', doc)
+    assert sum("accuracy" in label for _, label in tiles) == 1
+    # faithfulness, averaged: every method's maps beat a random order on both scores
+    f = info["faithfulness"]
+    assert f["method"] == "hirescam" and f["images"] == 32
+    rnd = f["scores"]["random"]
+    for m in ("gradcam", "hirescam", "gradcam++", "layercam"):
+        assert f["scores"][m]["deletion"] < rnd["deletion"] and f["scores"][m]["insertion"] > rnd["insertion"], m
+        assert f"{f['scores'][m]['deletion']:.4f}" in doc
     # the confusion-matrix image written beside it, as evaluate writes it
     assert Path(info["confusion_matrix_png"]).name == "confusion_matrix_val.png"
+
+
+def test_worst_says_so_when_nothing_is_misclassified(digits_run):
+    from cnnkit.explain.report import _worst
+
+    tm = cnnkit.load_model(digits_run)
+    val = cnnkit.load_data("digits", img_size=16, seed=0).val
+    perfect = torch.nn.functional.one_hot(val.y, 10).float() * 0.9 + 0.01
+    assert _worst(tm, val, perfect, 8) == ([], [], None)
 
 
 def test_report_from_loaded_data_and_a_wrong_data_set(digits_run):
@@ -103,6 +125,15 @@ def test_report_renders_in_headless_chromium(digits_run, chromium, tmp_path):
             page.on("request", lambda r: requests.append(r.url))
             page.goto(path.as_uri(), wait_until="load")
             widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+            # nothing cut off at 1280 px: no element reaches past the viewport, none scrolls sideways
+            too_wide = page.evaluate("""() => { const W = document.documentElement.clientWidth, out = [];
+              for (const e of document.querySelectorAll('body *')) {
+                const r = e.getBoundingClientRect();
+                if (r.width > 0 && (r.right > W + 0.5 || r.left < -0.5)) out.push(e.tagName + ' ' + r.right);
+                if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
+                  out.push('scrolls: ' + e.tagName);
+              }
+              return [W, document.documentElement.scrollWidth, out]; }""")
             body = page.inner_text("body")
             height = page.evaluate("document.body.scrollHeight")
             page.screenshot(path=str(shot), full_page=True)
@@ -110,8 +141,10 @@ def test_report_renders_in_headless_chromium(digits_run, chromium, tmp_path):
             ctx.close()
     assert problems == []
     assert all(u.startswith(("file:", "data:")) for u in requests), requests  # nothing fetched from a network
-    assert len(widths) == 8 and all(w >= 300 for w in widths)
+    assert len(widths) == 9 and all(w >= 300 for w in widths)
+    assert too_wide == [1280, 1280, []], too_wide
     assert "simplecnn on digits" in body and "Worst-classified validation images" in body
+    assert "misclassified validation images with the highest loss" in body
     assert height > 3000  # the whole report laid out, not an empty page
     im = np.asarray(Image.open(shot).convert("RGB")).astype(np.uint32)
     packed = (im[..., 0] << 16) | (im[..., 1] << 8) | im[..., 2]
