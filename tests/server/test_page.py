@@ -112,9 +112,10 @@ def test_page_in_headless_chromium(serve_digits, chromium, tmp_path):
             assert float(shown.removesuffix("%")) == pytest.approx(100 * want[0][1], abs=0.051)
         bars = page.locator("#top li .cls").all_inner_texts()
         assert len(bars) == len(inspected["top"]) and bars[:len(want)] == [c for c, _ in want]
-        # the Grad-CAM: drawn when it has evidence, a plain sentence (and no picture) when blank
+        # the map: drawn when it has evidence; when blank, a plain sentence and the signed map, said to be that
         if inspected["gradcam"]["blank"]:
-            assert page.is_hidden("#cam") and "no positive evidence" in page.inner_text("#cam-blank").lower()
+            assert "no positive evidence" in page.inner_text("#cam-blank").lower()
+            assert page.get_attribute("#cam", "src") == inspected["gradcam"]["signed_overlay"]
         else:
             assert page.is_hidden("#cam-blank")
             assert page.eval_on_selector("#cam", "i => i.complete ? i.naturalWidth : 0") > 0
@@ -181,18 +182,35 @@ def test_page_in_headless_chromium(serve_digits, chromium, tmp_path):
         page.wait_for_selector('#result[data-image*="dropped.png"]')
         assert page.inner_text("#predicted") == want[0][0]
 
-        # a blank Grad-CAM is said in words, never drawn; a decision is shown beside the top class
+        # a blank map is said in words, never drawn as a heat map: the signed map is shown as that, or nothing;
+        # a decision is shown beside the top class
+        signed = "data:image/png;base64," + base64.b64encode(png).decode()
+
         def blank_with_decision(route):
             answer = route.fetch().json()
             answer["gradcam"]["blank"], answer["decision"] = True, "7"
+            answer["gradcam"]["signed_overlay"] = signed
             route.fulfill(json=answer)
 
         page.route("**/inspect", blank_with_decision)
         page.click('#samples button[data-sample="coins"]:not([disabled])')
         page.wait_for_selector('#result[data-image*="coins"]')
-        assert page.is_hidden("#cam") and page.get_attribute("#cam", "src") is None
+        assert page.get_attribute("#cam", "src") == signed and "signed map" in page.get_attribute("#cam", "alt")
         assert "No positive evidence for this class" in page.inner_text("#cam-blank")
+        assert "Shown instead: the signed map" in page.inner_text("#cam-blank")
         assert page.inner_text("#decision-class") == "7"
+
+        def blank_without_signed(route):
+            answer = route.fetch().json()
+            answer["gradcam"]["blank"] = True
+            answer["gradcam"].pop("signed_overlay", None)
+            route.fulfill(json=answer)
+
+        page.unroute("**/inspect")
+        page.route("**/inspect", blank_without_signed)
+        page.click('#samples button[data-sample="camera"]:not([disabled])')
+        page.wait_for_selector('#result[data-image*="camera"]')
+        assert page.is_hidden("#cam") and page.get_attribute("#cam", "src") is None
         page.unroute("**/inspect")
 
         # an error from the server (not an image → 415) is one readable line on the page

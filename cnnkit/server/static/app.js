@@ -272,19 +272,30 @@ function renderResult(r) {
   barList(r.top, $("top"));
 
   const g = r.gradcam, cam = $("cam"), blank = $("cam-blank");
-  $("cam-caption").textContent = `Grad-CAM for “${g.class}” at layer ${g.layer}`;
+  const method = g.label || "Grad-CAM";
+  $("cam-caption").textContent = `${method} for “${g.class}” at layer ${g.layer}`;
   if (g.blank) {
-    // a blank map is the absence of evidence, not an explanation: show no picture at all
-    cam.hidden = true;
-    cam.removeAttribute("src");
+    // a blank map is the absence of evidence, not an explanation: said in words, and what there is instead
+    // (the signed map: red raises the class's score, blue lowers it) drawn as that, never as a heat map
     blank.hidden = false;
-    blank.textContent = `No positive evidence for this class: Grad-CAM for “${g.class}” is blank at layer ` +
-      `${g.layer} (no region raises its score), so there is nothing to show.`;
+    blank.textContent = `No positive evidence for this class: ${method} for “${g.class}” is blank at layer ` +
+      `${g.layer} (no region raises its score). ` +
+      (g.signed_overlay ? "Shown instead: the signed map, red where a region raises the score, blue where it " +
+        "lowers it." : "There is nothing to show.");
+    if (g.signed_overlay) {
+      cam.hidden = false;
+      cam.src = g.signed_overlay;
+      cam.alt = `signed map for “${g.class}” (no positive evidence): red raises its score, blue lowers it`;
+      sizeImage(cam, inp.height, inp.width, INPUT_PX);
+    } else {
+      cam.hidden = true;
+      cam.removeAttribute("src");
+    }
   } else {
     blank.hidden = true;
     cam.hidden = false;
     cam.src = g.overlay;
-    cam.alt = `Grad-CAM for “${g.class}”: the regions of the input that raise its score, drawn over it`;
+    cam.alt = `${method} for “${g.class}”: the regions of the input that raise its score, drawn over it`;
     sizeImage(cam, inp.height, inp.width, INPUT_PX);
   }
 }
