@@ -31,8 +31,16 @@ def _memory_cap():
     cap = 8 * 2**30
     if hard == resource.RLIM_INFINITY or hard > cap:
         resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    # cnnkit's own guard (cnnkit/cli/_common.py: one command's tensors at most CNNKIT_MAX_BYTES, by default half of
+    # the RAM) set well inside the cap, as it is inside the RAM: an estimate that misses a copy is a finding
+    old = os.environ.get("CNNKIT_MAX_BYTES")
+    os.environ["CNNKIT_MAX_BYTES"] = str(2 * 2**30)
     yield
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    if old is None:
+        os.environ.pop("CNNKIT_MAX_BYTES", None)
+    else:
+        os.environ["CNNKIT_MAX_BYTES"] = old
 
 
 # --- the count, summed over xdist workers -------------------------------------------------------------------
