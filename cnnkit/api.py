@@ -13,6 +13,7 @@ the preprocessing it recorded, then continues the same loop; `resume(run, epochs
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import fields
@@ -24,7 +25,8 @@ import torch
 from ._io import NoSpaceError, remove_stale_temps
 from .data import load_data
 from .engine import callbacks as cbs
-from .engine.config import TrainConfig, apply_preset, resolve
+from .engine import distributed as ddp
+from .engine.config import TrainConfig, apply_preset, config_argv, reference_batch, resolve
 from .engine.trainer import Trainer
 from .errors import CnnkitError, UnknownNameError
 from .run import Predictor, load_run_data
@@ -77,28 +79,71 @@ def train(data: str = "digits", *, quiet: bool = False, log_stream=None, callbac
         from .data.dicom import parse_window
 
         parse_window(cfg.window)
-    if cfg.out:
-        fmt.check_unused(cfg.out)  # before the data is read: fail fast
-    return _fit(cfg, None, None, quiet=quiet, log_stream=log_stream, callbacks=callbacks, start=start)
+    env = ddp.read_env()
+    if (cfg.nproc or 1) > 1 and not env.enabled and env.run_id is None:  # started here: through torchrun
+        # (without --nproc: torchrun would take it for its own --nproc-per-node; the processes record their number)
+        options = {k: v for k, v in options.items() if k != "nproc"}
+        return _relaunch(["train", *config_argv({"data": data, **options})], cfg.nproc, cfg.device, log_stream)
+    if cfg.out is None and env.stable_id:  # under torchrun: a name that elastic restarts find again
+        cfg = cfg.replace(out=str(Path("runs") / f"{_safe(Path(cfg.data.split(':')[-1]).name or cfg.data)}-"
+                                                 f"{env.stable_id}"))
+    with ddp.session(cfg.device) as env:
+        if cfg.out and env.restart_count:  # an elastic restart: on from the last checkpoint, if one was written
+            if ddp.on_main(lambda: (Path(cfg.out) / fmt.STATE).is_file()):
+                return resume(cfg.out, quiet=quiet, log_stream=log_stream, callbacks=callbacks)
+        elif cfg.out:
+            ddp.on_main(fmt.check_unused, cfg.out)  # before the data is read: fail fast
+        return _fit(cfg, None, None, quiet=quiet, log_stream=log_stream, callbacks=callbacks, start=start)
+
+
+def _relaunch(argv: list[str], nproc: int, device: str, log) -> dict:
+    """--nproc N outside torchrun: the same training through torchrun's launcher on this machine; rank 0's result
+    (the processes' log lines pass through to `log`; a failure is one line, cnnkit.engine.launch)."""
+    from .engine import launch
+
+    return launch.run(nproc, argv, device=device, log=log or sys.stdout)
 
 
 def resume(run_dir: str | Path, *, data: str | None = None, epochs: int | None = None, device: str | None = None,
-           patience: int | None = None, report: bool | None = None, quiet: bool = False, log_stream=None,
-           callbacks: Sequence[cbs.Callback] = ()) -> dict:
+           patience: int | None = None, report: bool | None = None, nproc: int | None = None, quiet: bool = False,
+           log_stream=None, callbacks: Sequence[cbs.Callback] = ()) -> dict:
     """Continue a run from its train_state.pt, with its saved split and preprocessing. `epochs=N` extends it
-    to N epochs in all (a finished run too); `data` points at a moved data folder."""
+    to N epochs in all (a finished run too); `data` points at a moved data folder; `nproc=N` continues it on N
+    processes (under torchrun, the processes torchrun started; rank 0 reads the run directory)."""
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CnnkitError(f"--resume {run_dir}: no such run directory")
-    state = fmt.load_state(run_dir / fmt.STATE)  # its structure checked (cnnkit.run.format.state_problem)
+    env = ddp.read_env()
+    if (nproc or 1) > 1 and not env.enabled and env.run_id is None:  # started here: through torchrun
+        options = {"epochs": epochs, "device": device, "patience": patience, "report": report}
+        if data is not None:
+            options["data"] = data
+        return _relaunch(["train", "--resume", str(run_dir), *config_argv(options)], nproc, device or "auto",
+                         log_stream)
+    saved_device = device or "auto"
+    with contextlib.suppress(Exception):  # the device the run trained on, where this node can read its state
+        saved_device = device or fmt.load_state(run_dir / fmt.STATE)["config"]["device"]
+    with ddp.session(saved_device):
+        return _resume(run_dir, data=data, epochs=epochs, device=device, patience=patience, report=report,
+                       nproc=nproc, quiet=quiet, log_stream=log_stream, callbacks=callbacks, start=start)
+
+
+def _resume(run_dir: Path, *, data, epochs, device, patience, report, nproc, quiet, log_stream, callbacks,
+            start) -> dict:
+    def read() -> dict:  # rank 0's run directory: other machines may have none
+        if not run_dir.is_dir():
+            raise CnnkitError(f"--resume {run_dir}: no such run directory")
+        state = fmt.load_state(run_dir / fmt.STATE)  # its structure checked (cnnkit.run.format.state_problem)
+        spec = state["config"].get("data")
+        if data is None:  # the data the state names is read only if this user's training recorded it
+            fmt.check_saved_spec(spec, state.get("data_mac") or _meta_mac(run_dir, spec), run_dir / fmt.STATE)
+        return state
+
+    state = ddp.on_main(read)
     saved = dict(state["config"])
     saved.setdefault("balance", "none")  # a run from before --balance trained without any: it goes on so
     cfg = TrainConfig.from_dict(saved)
-    if data is None:  # the data the state names is read only if this user's training recorded it
-        fmt.check_saved_spec(cfg.data, state.get("data_mac") or _meta_mac(run_dir, cfg.data), run_dir / fmt.STATE)
     changes = {k: v for k, v in (("data", data), ("epochs", epochs), ("device", device), ("patience", patience),
-                                 ("report", report)) if v is not None}
+                                 ("report", report), ("nproc", nproc)) if v is not None}
     cfg = cfg.replace(**changes)
     done = int(state["epoch"])
     if epochs is not None and epochs < done:
@@ -125,24 +170,31 @@ def _names(classes) -> str:
 
 def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: bool, log_stream, callbacks,
          start: float, data=None) -> dict:
-    """`data`: an ImageData already read (compare trains several models on one), else read from cfg.data."""
+    """`data`: an ImageData already read (compare trains several models on one), else read from cfg.data.
+    Several processes (torchrun): every rank reads the data (local rank 0 first, so a cache is built once per
+    machine), rank 0 alone claims and writes the run directory, and every rank checks it was started alike."""
     log = log_stream or sys.stdout
+    env = ddp.read_env()
+    quiet = quiet or not env.is_main  # one copy of every line: rank 0's
     if data is not None:
         ds = data
     elif state is None:
         stats, min_size = _pretrained_input(cfg)
-        ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                       on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, download=cfg.download,
-                       mode=cfg.data_mode, min_size=min_size, window=cfg.window, group_by=cfg.group_by, log=log,
-                       **stats)
-    else:  # resuming: the same images, split and preprocessing as when the run started
-        meta = fmt.read_meta(run_dir) if (run_dir / fmt.META).is_file() else None
+        with ddp.local_first(env):
+            ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                           on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, download=cfg.download,
+                           mode=cfg.data_mode, min_size=min_size, window=cfg.window, group_by=cfg.group_by,
+                           log=log, **stats)
+    else:  # resuming: the same images, split and preprocessing as when the run started (rank 0's run directory)
+        meta, manifest = ddp.on_main(lambda: (fmt.read_meta(run_dir) if (run_dir / fmt.META).is_file() else None,
+                                              fmt.read_split(run_dir)))
         from .preprocess import Preprocess
 
         prep = Preprocess.from_dict(meta["preprocess"]) if meta else None
-        ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                       on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, mode=cfg.data_mode,
-                       manifest=fmt.read_split(run_dir), preprocess=prep, log=log)
+        with ddp.local_first(env):
+            ds = load_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                           on_bad_image=cfg.on_bad_image, max_pixels=cfg.max_pixels, mode=cfg.data_mode,
+                           manifest=manifest, preprocess=prep, log=log)
         trained_on = state.get("classes") or (meta["classes"] if meta else None)
         if trained_on is not None and list(ds.classes) != list(trained_on):
             raise CnnkitError(f"--data {fmt.shown(cfg.data)} has the classes {_names(ds.classes)}, but {run_dir} was "
@@ -153,16 +205,28 @@ def _fit(cfg: TrainConfig, run_dir: Path | None, state: dict | None, *, quiet: b
               file=log, flush=True)
     _check_decision(cfg, ds)  # --positive and --operating-point fit these classes: before any training
     resolved = resolve(cfg, n_train=len(ds.train), size=ds.size)
+    if ddp.world()[1] > 1 or (resolved.nproc or 1) > 1:  # saved: the number of processes that trained it
+        resolved = resolved.replace(nproc=ddp.world()[1])
+    if ddp.world()[1] > 1:
+        from .engine.config import flag
+
+        ddp.check_same({**{flag(k): v for k, v in resolved.to_dict().items()}, "data": ds.spec, "classes": ds.classes,
+                        "split sizes": {k: len(v) for k, v in ds.splits.items()},
+                        "split manifest sha256": ddp.digest(ds.manifest())})
     new = run_dir is None
     if new:
-        run_dir = fmt.claim_run_dir(cfg.out, f"{ds.name}-{resolved.model}")
-    with fmt.training_lock(run_dir):
+        name = f"{ds.name}-{resolved.model}"
+        restarted = env.restart_count > 0 and cfg.out is not None
+        # an elastic restart takes back the folder its first attempt claimed (the lock below still guards it)
+        run_dir = Path(ddp.on_main(lambda: str(Path(cfg.out) if restarted and Path(cfg.out).is_dir()
+                                               else fmt.claim_run_dir(cfg.out, name))))
+    with fmt.training_lock(run_dir) if env.is_main else contextlib.nullcontext():
         try:
-            if new:
+            if new and env.is_main:
                 fmt.save_split(ds.manifest(), run_dir / fmt.SPLIT)
             return _train(resolved, cfg, ds, run_dir, state, quiet=quiet, log=log, callbacks=callbacks, start=start)
         except BaseException:
-            if new:
+            if new and env.is_main:
                 fmt.release_unsaved(run_dir)
             raise
 
@@ -192,8 +256,13 @@ def _train(resolved: TrainConfig, cfg: TrainConfig, ds, run_dir: Path, state: di
         t = trainer.cfg
         flips = ("flips" if t.flips else "no flips") if t.augment != "none" else "no flips (no augmentation)"
         why = "" if cfg.flips is not None else f" ({ds.flips_reason}; --{'no-' if t.flips else ''}flips to change)"
+        world = trainer.world
+        batch = f"{t.batch_size}" + (f" (global: {t.batch_size / world:g} per process x {world} processes"
+                                     f"{', sync-bn' if t.sync_bn else ''})" if world > 1 else "")
+        lr = f"{trainer.lr:g}" + (f" (--lr {t.lr:g} x {t.batch_size}/{reference_batch(len(ds.train))}, linear "
+                                  "scaling)" if t.lr_scaling == "linear" else "")
         print(f"model {t.model} ({sum(p.numel() for p in trainer.model.parameters()):,} params) on {trainer.device}, "
-              f"{t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr:g}, {t.scheduler}, "
+              f"{t.epochs} epochs, batch {batch}, {t.optimizer} lr {lr}, {t.scheduler}, "
               f"augment {t.augment}, {flips}{why if t.augment != 'none' else ''}; run dir {run_dir}",
               file=log, flush=True)
         if trainer.pretrained_info and state is None:
@@ -206,6 +275,8 @@ def _train(resolved: TrainConfig, cfg: TrainConfig, ds, run_dir: Path, state: di
                   f"{trainer.best_val_acc:.4f} at epoch {trainer.best_epoch})", file=log, flush=True)
         print(_balance_line(trainer, ds), file=log, flush=True)
     result = trainer.fit()
+    if not trainer.is_main:  # rank 0 calibrates and writes the report
+        return result
     if trainer.best_epoch:
         try:
             result.update(_calibrate(run_dir, ds, trainer.cfg, log=None if quiet else log))

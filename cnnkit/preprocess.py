@@ -40,6 +40,8 @@ INT_HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16-bit PNG/TIFF
 HIGH_BIT_MODES = (*INT_HIGH_BIT_MODES, "F")
 HIGH_BIT_DEPTHS = (8, 10, 12, 14, 16)  # `bits`: the depths sensors and files use
 GRAY_MODES = ("1", "L", "LA", *HIGH_BIT_MODES)  # a data set of only these is 1-channel
+MAX_SIDE = 4096  # pixels per side: a 3x4096x4096 float image is 201 MB, a batch of 64 of them 13 GB; the
+#                  largest input any registered model was designed for is 600 px (ImageNet's biggest: 224-600)
 RESIZE_POLICIES = ("fit",)  # shorter side to the target, then centre crop (the aspect ratio is kept)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

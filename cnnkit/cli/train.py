@@ -13,7 +13,8 @@ import typing
 
 NAME = "train"
 HELP = "train an image classifier (defaults chosen from the data)"
-RESUMABLE = ("data", "epochs", "device", "patience", "report")  # what --resume may change (api.resume's keywords)
+# what --resume may change (api.resume's keywords)
+RESUMABLE = ("data", "epochs", "device", "patience", "report", "nproc")
 _METAVARS = {int: "N", float: "X"}
 
 
@@ -54,7 +55,8 @@ def _type(name: str, kind: type):
     from . import _common as c
 
     named = {"epochs": c.positive_int, "batch_size": c.positive_int, "patience": c.positive_int,
-             "max_pixels": c.positive_int, "freeze_epochs": c.nonneg_int, "img_size": c.img_size, "seed": c.seed,
+             "max_pixels": c.positive_int, "nproc": c.positive_int, "freeze_epochs": c.nonneg_int,
+             "img_size": c.img_size, "seed": c.seed,
              "lr": c.positive_float, "val_fraction": c.positive_float, "weight_decay": c.nonneg_float,
              "momentum": c.nonneg_float, "label_smoothing": c.nonneg_float, "lr_mult": c.positive_float,
              "device": c.device, "out": c.out_dir}
@@ -108,6 +110,7 @@ def config_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import sys
 
     from .. import api
@@ -130,10 +133,16 @@ def run(args: argparse.Namespace) -> int:
             check_img_size(cfg.img_size, batch=cfg.batch_size or 64)  # 64: resolve's smallest default
             _check_model_size(cfg)
         result = api.train(log_stream=log, **options)
-    if result.get("stopped"):
-        print(printable(result["stopped"]), file=log)
-    print(f"run directory: {printable(result['run_dir'])} (model.safetensors, model.json, metrics.csv, train_state.pt, "
-          "TensorBoard events)", file=log)
+    from ..engine.distributed import read_env
+    from ..engine.launch import CHILD_VAR
+
+    if not read_env().is_main:  # under torchrun: rank 0 says it, once
+        return 0
+    if not os.environ.get(CHILD_VAR):  # under --nproc, the command that started the processes says it
+        if result.get("stopped"):
+            print(printable(result["stopped"]), file=log)
+        print(f"run directory: {printable(result['run_dir'])} (model.safetensors, model.json, metrics.csv, "
+              "train_state.pt, TensorBoard events)", file=log)
     if args.json:
         print_json(result)
     else:

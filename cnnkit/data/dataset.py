@@ -29,7 +29,7 @@ from ..errors import CnnkitError
 from ..preprocess import GRAY_MODES, Preprocess
 from .cache import ImageCache, cache_key, cache_root, open_or_build
 from .images import MAX_PIXELS, BadImage, BadImagesError, read_headers
-from .sources import Source, load_source
+from .sources import Source, available_memory, load_source
 from .splits import MANIFEST_FORMAT, assign, build_manifest, from_manifest, stratified_split  # noqa: F401
 
 DATA_MODES = ("auto", "memory", "stream")
@@ -65,11 +65,14 @@ class Split:
         idx = idx.numpy()
         return self._cache.read(self._rows[idx])
 
-    def batches(self, batch_size: int = 256, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(uint8 images, labels) batches in `order` (default: as stored); a streamed split reads the next
-        batch in a background thread while the current one is used."""
+    def batches(self, batch_size: int = 256, order: torch.Tensor | list[torch.Tensor] | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, labels) batches in `order` (default: as stored), or one batch per index tensor when
+        `order` is a list of them (a rank's parts of the global batches). Only the indices given are read: a
+        streamed split reads the next batch in a background thread while the current one is used."""
         order = torch.arange(len(self)) if order is None else order
-        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        chunks = list(order) if isinstance(order, list) else \
+            [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         if self.in_memory:
             for idx in chunks:
                 yield self._x[idx], self.y[idx]
@@ -175,18 +178,6 @@ def stats_from_sums(sums: np.ndarray, size: tuple[int, int]) -> tuple[list[float
     mean = sums[:, :, 0].sum(0) / n / 255.0
     std = np.sqrt(np.clip(sums[:, :, 1].sum(0) / n / 255.0 ** 2 - mean ** 2, 1e-12, None))
     return [round(float(v), 6) for v in mean], [round(max(float(v), 1e-3), 6) for v in std]
-
-
-def available_memory() -> int:
-    """Bytes of memory available to new allocations (MemAvailable), or 4 GB where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
 
 
 # --- building the data ------------------------------------------------------------------------------------

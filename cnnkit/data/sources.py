@@ -90,6 +90,18 @@ class Source:
         return next(iter(self.splits.values())).paths is not None
 
 
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable), or 4 GB where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
 # --- digits ----------------------------------------------------------------------------------------------
 def load_digits_source() -> Source:
     """scikit-learn's 1,797 8×8 handwritten digits (values 0–16, stored as 0–255)."""
@@ -133,7 +145,6 @@ def read_idx(path: Path) -> np.ndarray:
             if n == 0:
                 raise CnnkitError(f"{path}: its IDX header says {dims}: no values; expected at least one image")
             if gz:
-                from .dataset import available_memory
 
                 if n > available_memory():
                     raise CnnkitError(f"{path}: its IDX header says {dims} = {n:,} bytes, more than the "

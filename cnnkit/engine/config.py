@@ -35,6 +35,7 @@ PRESETS: dict[str, dict] = {
              "val_fraction": 0.04, "label_smoothing": 0.05},
 }
 SCHEDULERS = ("onecycle", "cosine", "none")
+LR_SCALING = ("none", "linear")
 BN_POLICIES = ("train", "frozen")
 PRETRAINED_MODEL = "mobilenet_v2"  # --pretrained without --model: the network whose weights ship offline
 # --pretrained on images smaller than this: upsampled to it. bench/finetune.py --select, Fashion-MNIST at 20 per
@@ -42,8 +43,9 @@ PRETRAINED_MODEL = "mobilenet_v2"  # --pretrained without --model: the network w
 # for small images would throw away the layer whose filters transfer best
 PRETRAINED_MIN_SIDE = 96
 ON_BAD_IMAGE = ("fail", "skip")
-__all__ = ["AUGMENTS", "BN_POLICIES", "DATA_MODES", "PRETRAINED_MIN_SIDE", "PRETRAINED_MODEL", "ON_BAD_IMAGE", "OPTIMIZERS", "PRESETS", "SCHEDULERS", "TrainConfig",
-           "apply_preset", "check", "check_types", "flag", "help_of", "not_one_of", "opt", "resolve"]
+__all__ = ["AUGMENTS", "BN_POLICIES", "DATA_MODES", "LR_SCALING", "PRETRAINED_MIN_SIDE", "PRETRAINED_MODEL", "ON_BAD_IMAGE", "OPTIMIZERS", "PRESETS", "SCHEDULERS", "TrainConfig",
+           "apply_preset", "check", "check_types", "config_argv", "flag", "help_of", "not_one_of", "opt",
+           "reference_batch", "resolve"]
 
 
 def opt(default, help: str, *, choices: tuple | None = None, metavar: str | None = None):
@@ -137,6 +139,19 @@ class TrainConfig:
     out: str | None = opt(None, "run directory; None: runs/<data>-<model>-<time>", metavar="RUN_DIR")
     download: bool = opt(False, "fetch MNIST/Fashion-MNIST/CIFAR-10, or pretrained weights, with torchvision when "
                          "missing")
+    nproc: int | None = opt(None, "train on N processes of this machine (one per GPU, else one per CPU core), "
+                            "started through torchrun's launcher (torch.distributed.run --standalone); for several "
+                            "machines start torchrun yourself (README). --batch-size stays the global batch; "
+                            "ignored inside torchrun; None: one process", metavar="N")
+    sync_bn: bool = opt(False, "with several processes: BatchNorm normalises with the statistics of the whole global "
+                        "batch (nn.SyncBatchNorm) instead of each process's share, so N processes train the model one "
+                        "process would; off by default, as in PyTorch: it adds a collective per BatchNorm layer to "
+                        "every step, and matters most when each process's share of the batch is small")
+    lr_scaling: str = opt("none", "linear: multiply --lr by batch/B0, B0 the default batch of this data (64 under "
+                          "5,000 images, else 128) that the default learning rates were chosen for (Goyal et al. "
+                          "2017's rule for large batches, with the one-cycle warm-up); none: --lr as given. The "
+                          "number of processes alone changes nothing: --batch-size is the global batch",
+                          choices=LR_SCALING)
     report: bool = opt(True, "write report.html (summary, curves, confusion matrix, Grad-CAM) after training; "
                        "cnnkit report RUN_DIR writes it later")
 
@@ -177,7 +192,8 @@ def apply_preset(cfg: TrainConfig) -> TrainConfig:
 
 # Lower bounds no data set could make right; (bound, inclusive). Checked where the value is set.
 _AT_LEAST = {"freeze_epochs": (0, True), "lr_mult": (1, True), "epochs": (1, True), "batch_size": (1, True), "patience": (1, True), "img_size": (1, True),
-             "max_pixels": (1, True), "lr": (0, False), "weight_decay": (0, True), "momentum": (0, True),
+             "max_pixels": (1, True), "nproc": (1, True), "lr": (0, False), "weight_decay": (0, True),
+             "momentum": (0, True),
              "label_smoothing": (0, True), "val_fraction": (0, False)}
 
 
@@ -212,7 +228,7 @@ def check_types(d, where: str) -> None:
 def check(cfg: TrainConfig) -> TrainConfig:
     """Refuse a value that is not on its list or out of range, naming the flag. Options left at None are
     not checked: `resolve` fills them from the data and checks again. Returns `cfg` unchanged."""
-    from ..run.format import MAX_SIDE
+    from ..preprocess import MAX_SIDE
 
     for name in ("lr", "lr_mult", "weight_decay", "momentum", "label_smoothing", "val_fraction"):
         value = getattr(cfg, name)
@@ -245,6 +261,31 @@ def check(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def reference_batch(n_train: int) -> int:
+    """The default batch for this many training images, the batch the default learning rates were chosen for
+    (and --lr-scaling linear's reference)."""
+    return 64 if n_train < 5_000 else 128
+
+
+def config_argv(options: dict) -> list[str]:
+    """The flags that give `options` (TrainConfig fields) back on the command line (a relaunch under torchrun).
+
+    >>> config_argv({"epochs": 2, "sync_bn": True, "model_kwargs": {"dropout": 0}})
+    ['--epochs', '2', '--sync-bn', '--model-kwargs', '{"dropout": 0}']
+    """
+    import json
+
+    out: list[str] = []
+    for key, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out.append(flag(key) if value else "--no-" + flag(key)[2:])
+        else:
+            out += [flag(key), json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
+    return out
+
+
 def resolve(cfg: TrainConfig, *, n_train: int, size: tuple[int, int]) -> TrainConfig:
     """Fill the `None` defaults from the preset, then from the data; check the rest."""
     cfg = check(apply_preset(cfg))
@@ -253,7 +294,7 @@ def resolve(cfg: TrainConfig, *, n_train: int, size: tuple[int, int]) -> TrainCo
     model = cfg.model or (PRETRAINED_MODEL if tuned else "simplecnn" if side <= 32 else "simplecnn_bn")
     pick = lambda value, default: default if value is None else value  # noqa: E731  (0 is a value, not "unset")
     epochs = pick(cfg.epochs, 30 if n_train < 5_000 else 15 if n_train < 20_000 else 12)
-    batch = pick(cfg.batch_size, 64 if n_train < 5_000 else 128)
+    batch = pick(cfg.batch_size, reference_batch(n_train))
     # fine-tuning: 1e-3 (bench/finetune.py --select: 0.755 against 0.741 for 3e-3 on validation, 20 per class)
     lr = pick(cfg.lr, 0.05 if cfg.optimizer == "sgd" else 1e-3 if tuned else 3e-3)
     augment = cfg.augment or ("light" if side <= 16 else "standard")

@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._device import pick_device
 from ..data.dataset import ImageData, Split
 from ..data.transforms import augment
 from ..decision import class_weights, resolve_balance
@@ -25,8 +24,9 @@ from .._io import NoSpaceError
 from ..errors import CnnkitError
 from ..models import create_model
 from ..run import format as ckpt
+from . import distributed as ddp
 from .callbacks import EVENTS, Callback
-from .config import TrainConfig, resolve
+from .config import TrainConfig, reference_batch, resolve
 
 
 class TrainingDiverged(CnnkitError):
@@ -89,7 +89,12 @@ class Trainer:
         self.cfg = cfg.replace(flips=data.flips if cfg.flips is None else bool(cfg.flips))
         self.run_dir = Path(run_dir)
         self.preprocess = data.preprocess
-        self.device = pick_device(self.cfg.device)
+        # data-parallel (cnnkit.engine.distributed): this process's rank and the number of processes, from the
+        # process group torchrun's variables set up (rank 0 of 1 without one)
+        self.env = ddp.read_env()
+        self.rank, self.world = ddp.world()
+        self.is_main = self.rank == 0
+        self.device = ddp.rank_device(self.cfg.device, self.env if self.world > 1 else ddp.DistEnv())
         # On a GPU: bf16 autocast (tensor cores), and the uint8 data set moved to the GPU once, so batches
         # never cross PCIe. On a CPU, fp32: bf16 was measured 7x slower on AVX2 CPUs without AMX.
         self.autocast = self.device.type == "cuda"
@@ -106,6 +111,8 @@ class Trainer:
         self.model = create_model(self.cfg.model, num_classes=len(data.classes), in_channels=data.channels,
                                   input_size=data.size, pretrained=tuned, weights=self.cfg.weights if tuned else None,
                                   download=self.cfg.download, **kwargs).to(self.device)
+        if self.cfg.sync_bn and self.world > 1:  # the same parameters and buffers: the state dict is unchanged
+            self.model = ddp.convert_sync_batchnorm(self.model, self.device)
         self.pretrained_info = getattr(self.model, "pretrained_info", None)
         self.body = [p for g in layer_groups(self.model)[:-1] for _, p in g]
         self.phase = "head" if self.cfg.freeze_epochs > 0 else "all"
@@ -113,10 +120,14 @@ class Trainer:
         self.memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         n, b = len(data.train), self.cfg.batch_size
-        # drop a last batch of one image: BatchNorm cannot normalise a batch of one
-        self.steps_per_epoch = n // b if n % b == 1 else math.ceil(n / b)
+        ddp.check_batch(b, self.world)
+        # --batch-size is the global batch; a last batch too small to give each process 2 images is dropped
+        # (BatchNorm cannot normalise a batch of one; one process: a last batch of one)
+        self.steps_per_epoch = ddp.steps_per_epoch(n, b, self.world)
         if self.steps_per_epoch < 1:
             raise CnnkitError(f"{n} training images are fewer than one batch of {b}; lower --batch-size")
+        # --lr-scaling linear: Goyal et al.'s rule against the batch the default rates were chosen for
+        self.lr = ddp.scaled_lr(self.cfg.lr, b, reference_batch(n), self.cfg.lr_scaling)
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
         # class imbalance (cnnkit.decision): --balance auto decided from the training class counts
@@ -126,19 +137,39 @@ class Trainer:
         self.class_counts = counts
         weight = class_weights(counts).to(self.device) if balance == "weights" else None
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=self.cfg.label_smoothing)
+        # several processes: each sums its images' losses, scaled so DDP's average is the global batch's mean
+        self.loss_sum_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=self.cfg.label_smoothing, reduction="sum")
+        self.loss_weight = weight
         # sampler: each image drawn with probability 1/(its class's count), with replacement (WeightedRandomSampler's)
         self.sample_weights = (1.0 / counts.clamp_min(1).double())[data.train.y.cpu()] if balance == "sampler" else None
         self.generator = torch.Generator().manual_seed(self.cfg.seed)  # shuffling and augmentation
+        # several processes: the order stays the same on every rank (self.generator draws nothing else), and each
+        # rank augments its own images from its own generator, seeded per epoch (ddp.epoch_seed)
+        self.aug_generator = self.generator if self.world == 1 else torch.Generator()
         self.epoch, self.batch_index, self.step, self.last_loss = 0, 0, 0, float("nan")
         self.history: list[dict] = []
         self.best_val_acc, self.best_val_loss, self.best_epoch = -1.0, math.inf, 0
         self.should_stop, self.stop_reason = False, None
         self.running = {"loss": 0.0, "acc": 0.0, "images_per_s": 0.0}
-        self.callbacks = sorted(callbacks, key=lambda c: c.order)
+        self.callbacks = sorted((c for c in callbacks if self.is_main or not getattr(c, "rank0_only", False)),
+                                key=lambda c: c.order)
+        self.net = self.model  # what trains: the model, or its DistributedDataParallel wrapper (_wrap)
+        self._wrap()
         for cb in self.callbacks:
             cb.trainer = self
 
     # --- set-up ------------------------------------------------------------------------------------------
+    def _wrap(self) -> None:
+        """Several processes: DistributedDataParallel around the model (it broadcasts rank 0's weights and
+        averages gradients). Rebuilt when the trainable parameters change: DDP syncs only the parameters that
+        required gradients when it was made."""
+        if self.world == 1:
+            return
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.net = DDP(self.model, device_ids=ids, output_device=ids[0] if ids else None)
+
     def _set_trainable(self) -> None:
         """The phase's trainable parameters: the head only (and BatchNorm under --bn train) while the body is
         frozen, then everything; under --bn frozen, BatchNorm never trains."""
@@ -165,19 +196,19 @@ class Trainer:
         return (0, f) if self.phase == "head" else (f, self.cfg.epochs)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        groups = _param_groups(self.model, self.cfg.weight_decay, self.cfg.lr, self.cfg.lr_mult)
+        groups = _param_groups(self.model, self.cfg.weight_decay, self.lr, self.cfg.lr_mult)
         if self.cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
+            return torch.optim.SGD(groups, lr=self.lr, momentum=self.cfg.momentum, nesterov=True)
         if self.cfg.optimizer == "adam":
-            return torch.optim.Adam(groups, lr=self.cfg.lr)
-        return torch.optim.AdamW(groups, lr=self.cfg.lr)
+            return torch.optim.Adam(groups, lr=self.lr)
+        return torch.optim.AdamW(groups, lr=self.lr)
 
     def _make_scheduler(self):
         """The schedule of the current phase: one cycle over the frozen epochs (every group at the head's lr;
         the frozen ones have no gradients), then one over the rest with the discriminative rates."""
         start, end = self._phase_span()
         total = (end - start) * self.steps_per_epoch
-        peaks = [self.cfg.lr if self.phase == "head" else g["peak_lr"] for g in self.optimizer.param_groups]
+        peaks = [self.lr if self.phase == "head" else g["peak_lr"] for g in self.optimizer.param_groups]
         for g, peak in zip(self.optimizer.param_groups, peaks):
             g["lr"] = peak
             g.pop("initial_lr", None)  # a scheduler takes its start from an earlier one's otherwise
@@ -201,15 +232,17 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------------------
     def fit(self) -> dict:
         start = time.perf_counter()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not (self.run_dir / ckpt.SPLIT).exists():
-            ckpt.save_split(self.data.manifest(), self.run_dir / ckpt.SPLIT)
+        if self.is_main:  # only rank 0 writes the run directory
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not (self.run_dir / ckpt.SPLIT).exists():
+                ckpt.save_split(self.data.manifest(), self.run_dir / ckpt.SPLIT)
         self._event("before_fit")
         try:
             while self.epoch < self.cfg.epochs and not self.should_stop:
                 if self.phase == "head" and self.epoch >= self.cfg.freeze_epochs:  # unfreeze the body
                     self.phase = "all"
                     self._set_trainable()
+                    self._wrap()
                     self.scheduler = self._make_scheduler()
                 self.epoch += 1
                 self._event("before_epoch")
@@ -247,7 +280,7 @@ class Trainer:
 
     def _prepare(self, x: torch.Tensor, y: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if train:
-            x = augment(x, self.cfg.augment, flips=self.cfg.flips, generator=self.generator)
+            x = augment(x, self.cfg.augment, flips=self.cfg.flips, generator=self.aug_generator)
         x = x.to(self.device, non_blocking=True)
         x = self.preprocess.normalize(x).contiguous(memory_format=self.memory_format)
         return x, y.to(self.device, non_blocking=True)
@@ -259,15 +292,28 @@ class Trainer:
             order = torch.multinomial(self.sample_weights, len(split), replacement=True, generator=self.generator)
         else:
             order = torch.randperm(len(split), generator=self.generator)
-        b = self.cfg.batch_size
-        order = order[:self.steps_per_epoch * b]  # (drops a last batch of one)
+        b, world = self.cfg.batch_size, self.world
+        order = order[:self.steps_per_epoch * b]  # (drops a last batch too small to split)
+        # every rank drew the same order: each takes its part of every global batch
+        globals_ = [order[i:i + b] for i in range(0, len(order), b)]
+        if world > 1:
+            seed = ddp.epoch_seed(self.cfg.seed, self.epoch, self.rank)
+            self.aug_generator.manual_seed(seed)
+            torch.manual_seed(seed)  # dropout: different masks on different ranks
+            order = ddp.rank_batches(order, b, self.rank, world)
+        labels = split.y.cpu()
         total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
         for self.batch_index, (xb, yb) in enumerate(split.batches(b, order)):
+            ddp.maybe_kill_for_test(self.epoch, self.batch_index, self.env)
             self._event("before_batch")
             x, y = self._prepare(xb, yb, train=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                logits = self.model(x)
-                loss = self.loss_fn(logits.float(), y)
+                logits = self.net(x)
+                if world == 1:
+                    loss = self.loss_fn(logits.float(), y)
+                else:  # summed, times world / the global count: DDP's average is then the global batch's gradient
+                    y_global = labels[globals_[self.batch_index]]
+                    loss = self.loss_sum_fn(logits.float(), y) * ddp.loss_scale(y_global, world, self.loss_weight)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(self._diverged_message(loss.item()))
             self.optimizer.zero_grad(set_to_none=True)
@@ -277,33 +323,46 @@ class Trainer:
                 self.scheduler.step()
             n = len(y)
             self.step += 1
-            self.last_loss = loss.item()
-            total_loss += self.last_loss * n
+            self.last_loss = loss.item()  # several processes: this rank's estimate of the global batch's loss
+            if world == 1:
+                total_loss += self.last_loss * n
+            else:  # this rank's share of the global batch's mean loss, times the global batch's count
+                total_loss += self.last_loss / world * len(globals_[self.batch_index])
             correct += int((logits.argmax(1) == y).sum())
             seen += n
             self.running = {"loss": total_loss / seen, "acc": correct / seen,
-                            "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
+                            "images_per_s": seen * world / max(time.perf_counter() - t0, 1e-9)}
             self._event("after_batch")
+        total_loss, correct, seen = ddp.all_sum([total_loss, correct, seen])  # the epoch over all ranks
         return total_loss / seen, correct / seen
 
     def _diverged_message(self, value: float) -> str:
         kept = (f"the best checkpoint (epoch {self.best_epoch}, val_acc={self.best_val_acc:.4f}) is kept in "
                 f"{self.run_dir}" if self.best_epoch else "no checkpoint had been saved yet")
         return (f"the training loss became {value} at epoch {self.epoch}, batch {self.batch_index + 1}; "
-                f"training stopped and {kept}. Try a lower --lr (now {self.cfg.lr:g}).")
+                f"training stopped and {kept}. Try a lower --lr (now {self.lr:g}).")
 
     @torch.no_grad()
-    def predict_logits(self, split: Split, batch_size: int = 512) -> torch.Tensor:
+    def predict_logits(self, split: Split, batch_size: int = 512, order: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of `split` (or of its items `order`), in order, on the CPU."""
         self.model.eval()
         out = []
-        for xb, yb in split.batches(batch_size):
+        for xb, yb in split.batches(batch_size, order):
             x, _ = self._prepare(xb, yb, train=False)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 out.append(self.model(x).float().cpu())
-        return torch.cat(out)
+        return torch.cat(out) if out else torch.zeros(0, len(self.data.classes))
 
     def evaluate_split(self, split: Split) -> tuple[float, float]:
-        logits = self.predict_logits(split)
+        """(loss, accuracy) on all of `split`. Several processes: each predicts a contiguous shard, with nothing
+        padded in, and the logits are gathered, so every rank computes the same metrics on every image once."""
+        if self.world == 1:
+            logits = self.predict_logits(split)
+        else:
+            ddp.sync_buffers(self.model)  # one model: rank 0's BatchNorm statistics on every rank
+            part = ddp.shard_range(len(split), self.rank, self.world)
+            logits = ddp.gather_rows(self.predict_logits(split, order=torch.arange(part.start, part.stop)))
+        self.eval_count = len(logits)
         y = split.y.cpu()
         loss = F.cross_entropy(logits, y).item()
         return loss, (logits.argmax(1) == y).float().mean().item()
@@ -423,6 +482,7 @@ class Trainer:
         # the phase the next epoch belongs to; the saved schedule is kept only if it is that phase's
         self.phase = "head" if self.epoch < self.cfg.freeze_epochs else "all"
         self._set_trainable()
+        self._wrap()
         extended = int(state["config"].get("epochs") or 0) != self.cfg.epochs
         same_phase = state.get("phase", "all") == self.phase
         saved = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]

@@ -15,13 +15,11 @@ from pathlib import Path
 import torch
 
 from ..errors import CnnkitError
-from ..preprocess import Preprocess
+from ..preprocess import MAX_SIDE, Preprocess  # noqa: F401  (MAX_SIDE: pixels per side a run may ask for)
 
 FORMAT = "cnnkit-run/2"
 READABLE_FORMATS = ("cnnkit-run/1", FORMAT)
 # Bounds on what a run directory may ask for, checked before anything is allocated from it.
-MAX_SIDE = 4096  # pixels per side: a 3x4096x4096 float image is 201 MB, a batch of 64 of them 13 GB; the
-#                  largest input any registered model was designed for is 600 px (ImageNet's biggest: 224-600)
 MAX_CLASSES = 100_000
 MAX_CLASS_NAME = 1000  # characters
 MAX_META_BYTES = 16 << 20  # model.json: ImageNet's 1,000 class names and every option take under 100 KB

@@ -243,9 +243,9 @@ def test_idx_headers_are_checked_before_anything_is_allocated(tmp_path, raw, say
 
 
 def test_a_gzipped_idx_claiming_more_than_memory_is_refused_unread(tmp_path, monkeypatch):
-    import cnnkit.data.dataset as ds
+    import cnnkit.data.sources as sources
 
-    monkeypatch.setattr(ds, "available_memory", lambda: 1000)
+    monkeypatch.setattr(sources, "available_memory", lambda: 1000)
     p = tmp_path / "train-images-idx3-ubyte.gz"
     p.write_bytes(gzip.compress(_idx([10, 28, 28], b"\0" * 7840)))
     with pytest.raises(CnnkitError, match=re.escape(f"{p}: its IDX header says [10, 28, 28] = 7,840 bytes, more "
