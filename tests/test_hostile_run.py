@@ -261,6 +261,8 @@ BAD_STATES = {
     "no rng": (_pop("rng"), "lacks 'rng'"),
     "no optimizer": (_pop("optimizer"), "lacks 'optimizer'"),
     "epoch a string": (_set(["epoch"], "3"), "'epoch' must be"),
+    "data_mac a tensor": (_set(["data_mac"], torch.zeros(0)), "'data_mac' must be"),  # found by make fuzz
+    "a tensor for a config string": (_set(["config", "augment"], torch.zeros(2, 1)), "'config.augment' must be"),
     "epoch negative": (_set(["epoch"], -1), "'epoch' must be"),
     "best epoch after epoch": (_set(["best_epoch"], 7), "'best_epoch' must be"),
     "history not a list": (_set(["history"], 5), "'history' must be"),
@@ -343,6 +345,9 @@ BAD_META = {
     "mean a string": (lambda m: m["preprocess"].update(mean="abc"), "'preprocess.mean'"),
     "std missing": (lambda m: m["preprocess"].pop("std"), "'preprocess.std'"),
     "std zero": (lambda m: m["preprocess"].update(std=[0]), "'preprocess.std'"),
+    # found by make fuzz: finite, but (x - mean) / std overflows float32 and every probability was NaN
+    "mean 1e308": (lambda m: m["preprocess"].update(mean=[1e308]), "'preprocess.mean'"),
+    "std 1e-30": (lambda m: m["preprocess"].update(std=[1e-30]), "'preprocess.std'"),
     "std nan": (lambda m: m["preprocess"].update(std=[float("nan")]), "'preprocess.std'"),
     "size huge": (lambda m: m["preprocess"].update(size=[100000, 100000]), "at most 4096"),
     "size 3 numbers": (lambda m: m["preprocess"].update(size=[8, 8, 8]), "'preprocess.size'"),

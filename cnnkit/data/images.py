@@ -93,9 +93,16 @@ def _checked(path: str, max_pixels: int | None, use: Callable[[Image.Image], T],
         raise BadImagesError([BadImage(path, f"over the pixel limit ({e})", "size")]) from None
     except Image.UnidentifiedImageError:
         raise BadImagesError([BadImage(path, "not an image file (unknown format)", "format")]) from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated data, bad headers, broken chunks
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise BadImagesError([BadImage(path, f"corrupt or truncated ({first})")]) from None
+    except (CnnkitError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - truncated data, bad headers, broken chunks: a decoder's any complaint
+        raise BadImagesError([BadImage(path, f"corrupt or truncated ({_why(e)})")]) from None
+
+
+def _why(e: BaseException) -> str:
+    """A decoder's complaint as a short plain phrase (its first line; the type where it says nothing)."""
+    first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+    return shown(first)
 
 
 def _checked_dicom(path: str, max_pixels: int, use: Callable, check_name: bool = False,
@@ -109,6 +116,11 @@ def _checked_dicom(path: str, max_pixels: int, use: Callable, check_name: bool =
         raise BadImagesError([BadImage(path, "no such file")]) from None
     except IsADirectoryError:
         raise BadImagesError([BadImage(path, "is a directory")]) from None
+    except (CnnkitError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - pydicom parses untrusted bytes: any complaint of it means a bad file
+        raise BadImagesError([BadImage(path, f"corrupt or truncated DICOM ({type(e).__name__}: {_why(e)})")]) \
+            from None
 
 
 @dataclass

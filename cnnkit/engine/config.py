@@ -221,7 +221,7 @@ def check_types(d, where: str) -> None:
         if isinstance(value, str) and len(value) > 4096:
             ok = False
         if not ok:
-            shown = repr(value)[:60]
+            shown = " ".join(repr(value).split())[:60]  # one line, whatever it is (a tensor's repr has several)
             raise CnnkitError(f"'{where}.{f.name}' must be {' or '.join(names)}, got {shown}")
 
 

@@ -161,6 +161,9 @@ class Predictor:
         if self._onnx is not None:
             return self._onnx.logits(x)  # the exported graph divides by the temperature itself
         out = self.model(self.prepare(x)).float().cpu()
+        if not torch.isfinite(out).all():  # never a "nan" printed as a probability
+            raise CnnkitError(f"{self.name} gave non-finite outputs (NaN or infinity) for this input; its weights or "
+                              "preprocessing are damaged, or the input is far from what it was trained on")
         return out / self.temperature if self.temperature != 1.0 else out
 
     def _probs(self, x: torch.Tensor, tta: bool) -> torch.Tensor:

@@ -133,12 +133,15 @@ def _check_preprocess(prep, key: str, bad) -> None:
     if not all(1 <= v <= MAX_SIDE for v in size):
         bad(f"{key}.size", f"is {size}: each side must be from 1 to at most {MAX_SIDE} pixels (a 3x{MAX_SIDE}x"
                            f"{MAX_SIDE} float image is already 201 MB; no model here was designed for more)")
+    # pixels are in 0..1 when normalised: a mean beyond ±1000 or a std outside 1e-4..1000 is no statistic of
+    # images, and (x - mean) / std would overflow float32 (found by the fuzzing suite: mean 1e308 gave NaN)
     for name, positive in (("mean", False), ("std", True)):
         v = prep[name]
         if not isinstance(v, list) or len(v) != c or not all(_finite(x) for x in v) or \
-                (positive and not all(x > 0 for x in v)):
-            bad(f"{key}.{name}", f"must be a list of {c} finite numbers (one per channel)"
-                                 + (", each positive (std positive: pixels are divided by it)" if positive else "")
+                not all((1e-4 <= x <= 1e3) if positive else (-1e3 <= x <= 1e3) for x in v):
+            bad(f"{key}.{name}", f"must be a list of {c} numbers (one per channel), "
+                                 + ("each from 0.0001 to 1000 (pixels, 0 to 1, are divided by it)" if positive
+                                    else "each from -1000 to 1000 (pixels are 0 to 1)")
                                  + f", got {shown(repr(v), 40)}")
     if "crop" in prep and (not _finite(prep["crop"]) or not 0.1 <= prep["crop"] <= 1):
         bad(f"{key}.crop", f"must be a number from 0.1 to 1, got {shown(repr(prep['crop']), 40)}")
@@ -294,6 +297,8 @@ def state_problem(state) -> str | None:
         return "'pretrained' must be an object"
     if "classes" in state and not (isinstance(state["classes"], list) and all(isinstance(c, str) for c in state["classes"])):
         return "'classes' must be a list of names"
+    if state.get("data_mac") is not None and not isinstance(state["data_mac"], str):
+        return "'data_mac' must be the data spec's signature, a string"
     problem = (_history_problem(state["history"], epoch) or _model_problem(state["model"])
                or _optimizer_problem(state["optimizer"]) or _scheduler_problem(state.get("scheduler"))
                or _rng_problem(state["rng"]))
