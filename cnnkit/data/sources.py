@@ -163,7 +163,7 @@ def read_idx(path: Path) -> np.ndarray:
                 got += len(chunk)
             extra = f.read(1)
     except (OSError, EOFError, zlib.error) as e:
-        raise CnnkitError(f"{path} cannot be read as an IDX file ({e}); download it again") from None
+        raise CnnkitError(f"{path} cannot be read as an IDX file ({shown(str(e)[:200])}); download it again") from None
     if got != n or extra:
         raise CnnkitError(f"{path} is {'truncated' if got < n else 'longer than its header says'}: header says "
                           f"{dims} = {n:,} values, found {got if got < n else f'more than {n:,}'}")
@@ -234,7 +234,7 @@ def _unpickle(path: Path):
     try:
         return _SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     except _UNPICKLE_ERRORS as e:  # whatever a damaged or crafted pickle makes the unpickler raise
-        raise CnnkitError(f"{path} is not a CIFAR-10 batch file ({type(e).__name__}: {str(e)[:200]})") from None
+        raise CnnkitError(f"{path} is not a CIFAR-10 batch file ({type(e).__name__}: {shown(str(e)[:200])})") from None
 
 
 def _entry(d: dict, name: str):
@@ -440,7 +440,7 @@ def load_csv_source(path: Path, spec: str) -> Source:
             if not first:
                 raise CnnkitError(f"{path}, line {line}: no image path before the label {label!r}")
             if not label:
-                raise CnnkitError(f"{path}, line {line}: {first} has an empty label; give every image its class")
+                raise CnnkitError(f"{path}, line {line}: {shown(first)} has an empty label; give every image its class")
             check_class_name(label, f"{path}, line {line}")
             if "\x00" in first:  # no file system has such a name; Path.resolve would raise ValueError
                 raise CnnkitError(f"{path}, line {line}: the image path {shown(first)} holds a NUL byte; "
@@ -458,9 +458,9 @@ def load_csv_source(path: Path, spec: str) -> Source:
             j = seen[p]
             (la, _), (lb, fb) = lines[j], lines[k]
             if rows[j][1] != lbl:
-                raise CnnkitError(f"{path} lists {fb} twice with two labels: {rows[j][1]!r} (line {la}) and "
+                raise CnnkitError(f"{path} lists {shown(fb)} twice with two labels: {rows[j][1]!r} (line {la}) and "
                                   f"{lbl!r} (line {lb}); keep the right one")
-            raise CnnkitError(f"{path} lists {fb} twice, lines {la} and {lb} (label {lbl!r}); remove the "
+            raise CnnkitError(f"{path} lists {shown(fb)} twice, lines {la} and {lb} (label {lbl!r}); remove the "
                               "duplicate row")
         seen[p] = k
     classes = sorted({lbl for _, lbl in rows})

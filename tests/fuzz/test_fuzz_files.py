@@ -221,6 +221,7 @@ _cells = st.sampled_from(["a.png", "b.png", "c.png", "missing.png", "", " ", "pa
        bom=st.booleans(), encoding=st.sampled_from(["utf-8", "latin-1", "utf-16"]),
        newline=st.sampled_from(["\n", "\r\n", "\r"]))
 @example(rows=[["x\x00y", "a.png"]], header=True, bom=False, encoding="utf-8", newline="\n")  # found by it once
+@example(rows=[["a\n.png", "cat"], ["a\n.png", "dog"]], header=False, bom=False, encoding="utf-8", newline="\n")  # and this
 def test_csv(rows, header, bom, encoding, newline):
     case("CSV")
     import csv
