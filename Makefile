@@ -60,6 +60,8 @@ bench: $(BENCH)
 	$(BIN)/python bench/finetune.py
 	$(BIN)/python bench/binary.py --seeds 0 1 2
 	$(BIN)/python bench/serve_speed.py
+	$(BIN)/python bench/explain_quality.py
+	$(BIN)/python bench/ddp_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
