@@ -38,7 +38,7 @@ def _edit(src: Path, dst: Path, change) -> Path:
     (lambda m: m.update(classes=["only one"]), "field 'classes' must be a list of at least 2"),
     (lambda m: m.update(classes=["a", "a"] + [str(i) for i in range(8)]), "has a name twice"),
     (lambda m: m["preprocess"].pop("std"), "lacks 'std'"),
-    (lambda m: m["preprocess"].update(std=[0.0]), "std positive"),
+    (lambda m: m["preprocess"].update(std=[0.0]), "std. must be .* each from 0.0001 to 1000"),
     (lambda m: m["preprocess"].update(channels=2), "channels must be 1 or 3"),
     (lambda m: m.update(format="cnnkit-run/9"), "field 'format'"),
     (lambda m: m.update(model="simplecnn"), "field 'model.name'"),
