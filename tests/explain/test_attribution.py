@@ -6,24 +6,15 @@ import torch.nn as nn
 
 import cnnkit
 from cnnkit.errors import UnknownNameError
-from cnnkit.explain.attribution import (AUTO_FLATTEN, METHODS, attribute, head_kind, layer_map, resolve_method)
+from cam_oracle import layer_grad
+
+from cnnkit.explain.attribution import AUTO_FLATTEN, METHODS, attribute, head_kind, resolve_method
 
 
 def act_and_grad(model, layer, x, targets):
-    """A and dy/dA by plain autograd, in-place ops switched off so that A is exactly the layer's output."""
-    flags = {m: m.inplace for m in model.modules() if hasattr(m, "inplace")}
-    for m in flags:
-        m.inplace = False
-    got = {}
-    handle = model.get_submodule(layer).register_forward_hook(lambda _m, _i, o: got.__setitem__("a", o))
-    try:
-        out = model(x)
-    finally:
-        handle.remove()
-        for m, v in flags.items():
-            m.inplace = v
-    (g,) = torch.autograd.grad(out[torch.arange(len(x)), torch.tensor(targets)].sum(), got["a"])
-    return got["a"].detach().double().numpy(), g.detach().double().numpy()
+    """A and dy/dA as float64 arrays."""
+    a, g = layer_grad(model, layer, x, targets)
+    return a.detach().double().numpy(), g.detach().double().numpy()
 
 
 def by_hand(method, a, g):

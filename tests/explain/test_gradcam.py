@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from cam_oracle import layer_grad
+
 import cnnkit
 from cnnkit.errors import CnnkitError, UnknownNameError
 from cnnkit.explain.features import stage_maps
@@ -9,21 +11,8 @@ from cnnkit.explain.gradcam import cam_layer, gradcam, resolve_target
 
 
 def oracle_cam(model, layer, x, targets):
-    """Grad-CAM by the paper's formula: ReLU(sum_c mean_ij(dy/dA_c) * A_c), with in-place ops switched off
-    so that A is exactly the layer's output."""
-    flags = {m: m.inplace for m in model.modules() if hasattr(m, "inplace")}
-    for m in flags:
-        m.inplace = False
-    got = {}
-    handle = model.get_submodule(layer).register_forward_hook(lambda _m, _i, o: got.__setitem__("a", o))
-    try:
-        out = model(x)
-    finally:
-        handle.remove()
-        for m, v in flags.items():
-            m.inplace = v
-    a = got["a"]
-    (grad,) = torch.autograd.grad(out[torch.arange(len(x)), torch.tensor(targets)].sum(), a)
+    """Grad-CAM by the paper's formula: ReLU(sum_c mean_ij(dy/dA_c) * A_c)."""
+    a, grad = layer_grad(model, layer, x, targets)
     return torch.relu((grad.mean((2, 3), keepdim=True) * a).sum(1)).detach()
 
 

@@ -30,6 +30,19 @@ numbers = st.one_of(
     st.text(max_size=6))
 
 
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`cnnkit ARGV` in this process: its exit status, stdout and stderr; a user error must be one line."""
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    assert rc in (0, 2), (rc, err)
+    if rc == 2:
+        _one_line(err)
+    return rc, out, err
+
+
 def _one_line(err: str) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err and len(lines) <= 2, err  # argparse adds "(see 'cnnkit --help')"
@@ -105,17 +118,9 @@ def test_convolve(small_png, kernel, stride, padding, capsys):
     case("convolve flags")
     out = Path(tempfile.mkdtemp(prefix="cnnkit-fuzz-")) / "map.png"
     try:
-        try:
-            rc = main(["convolve", str(small_png), "--kernel", kernel, "--stride", stride, "--padding", padding,
-                       "--out", str(out)])
-        except SystemExit as e:
-            rc = e.code
-        err = capsys.readouterr().err
-        assert rc in (0, 2), (rc, err)
-        if rc == 2:
-            _one_line(err)
-        else:
-            assert out.is_file()
+        rc, _, _ = _cli(["convolve", str(small_png), "--kernel", kernel, "--stride", stride, "--padding", padding,
+                         "--out", str(out)], capsys)
+        assert rc == 2 or out.is_file()
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
 
@@ -128,14 +133,7 @@ def test_convolve(small_png, kernel, stride, padding, capsys):
                                         "3x224", "65536x1x1"]))
 def test_summary(model, flag, value, capsys):
     case("summary flags")
-    try:
-        rc = main(["summary", model, flag, value])
-    except SystemExit as e:
-        rc = e.code
-    err = capsys.readouterr().err
-    assert rc in (0, 2), (rc, err)
-    if rc == 2:
-        _one_line(err)
+    _cli(["summary", model, flag, value], capsys)
 
 
 # --- predict: a run's numbers ----------------------------------------------------------------------------------
@@ -151,13 +149,5 @@ def tiny_run(tmp_path_factory) -> Path:
        value=numbers | st.sampled_from(["onnx", "torch", "skip", "fail"]))
 def test_predict(tiny_run, small_png, flag, value, capsys):
     case("predict flags")
-    try:
-        rc = main(["predict", str(tiny_run), str(small_png), flag, value])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    assert rc in (0, 2), (rc, err)
-    if rc == 2:
-        _one_line(err)
-    else:
-        assert "nan" not in out
+    rc, out, _ = _cli(["predict", str(tiny_run), str(small_png), flag, value], capsys)
+    assert rc == 2 or "nan" not in out
