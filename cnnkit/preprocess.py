@@ -116,7 +116,8 @@ class Preprocess:
         except (TypeError, ValueError) as e:
             raise CnnkitError(f"{where} is malformed ({e})") from None
         except CnnkitError as e:
-            raise CnnkitError(f"{where}: {str(e).partition(': ')[2] or e}") from None
+            # the constructor names itself with its whole field dict first: keep only what it says is wrong
+            raise CnnkitError(f"{where}: {str(e).rsplit('}: ', 1)[-1]}") from None
 
     # --- pixels ------------------------------------------------------------------------------------------
     def image(self, im) -> np.ndarray:

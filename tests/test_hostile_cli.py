@@ -462,3 +462,22 @@ def test_a_class_name_cannot_split_a_line(capsys, tiny_run, tmp_path):
         return
     assert code == 0, err
     assert len(out.strip().splitlines()) == 1 and "\\nforged" in out
+
+
+# --- found by the independent re-try ----------------------------------------------------------------------------
+@pytest.mark.parametrize("args, needle", [
+    (["--lr", "1e308"], "--lr must be at most 10"),  # overflowed float32 inside the optimizer
+    (["--lr", "1e39", "--optimizer", "sgd"], "--lr must be at most 10"),
+    (["--momentum", "2"], "--momentum must be at most 1"),
+    (["--model-kwargs", '{"num_classes": 1000000000}'], "--model-kwargs may not set num_classes"),
+    (["--model-kwargs", '{"input_size": [100000, 100000]}'], "--model-kwargs may not set input_size"),
+    (["--model-kwargs", '{"in_channels": 3}'], "--model-kwargs may not set in_channels"),
+    (["--model", "lenet5", "--model-kwargs", '{"dropout": 1e308}'], "--model-kwargs: lenet5 takes no argument 'dropout'"),
+    (["--model-kwargs", '{"small_input": "x"}'], "'small_input' must be true or false"),
+    (["--model-kwargs", '{"small_input": [[1]]}'], "must be a plain value"),
+])
+def test_values_training_cannot_use_are_one_line(args, needle, tmp_path, capsys):
+    rc = main(["train", "--data", "digits", "--img-size", "8", "--epochs", "1", "--no-report",
+               "--out", str(tmp_path / "r"), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err

@@ -1,6 +1,7 @@
 """A run directory is data from elsewhere (issue 19): every file in it is validated before use, a write never
 loses what was saved before (a full disk included), and nothing in it names files to read without the user
 saying so. Each malformed input gets its own one-line message: never a traceback, never a silently wrong answer."""
+import csv
 import errno
 import json
 import os
@@ -456,3 +457,20 @@ def test_export_never_replaces_the_runs_own_files(run, capsys, name, form):
     before = _files(run)
     err = refused(capsys, "export", run, "--format", form, "--out", run / name)
     assert "pick another --out" in err and _files(run) == before
+
+
+# --- found by the independent re-try (an attacker's second pass over the same classes of input) -----------------
+@pytest.mark.parametrize("step", [10 ** 6, 1])
+def test_a_saved_step_that_disagrees_with_the_epochs_is_not_trusted(run, step):
+    """The schedule was advanced by the state's `step` and stepped past its end on the next epoch
+    (OneCycleLR: "Tried to step 47 times"); it now follows the finished epochs."""
+    _edit_state(run, _set(["step"], step))
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-report"]) == 0
+    assert [int(r["epoch"]) for r in csv.DictReader(open(run / "metrics.csv"))] == [1, 2]
+
+
+def test_a_saved_scheduler_position_that_disagrees_is_rebuilt(run):
+    def move(state):
+        state["scheduler"]["last_epoch"] -= 1  # within its steps, but not where the finished epoch left it
+    _edit_state(run, move)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-report"]) == 0

@@ -157,6 +157,7 @@ def _check_model_size(cfg) -> None:
     from ..engine.config import PRETRAINED_MODEL
     from ..errors import CnnkitError, InputSizeError
     from ..models import create_model, list_models
+    from ..models._registry import ModelArgumentError
 
     side = cfg.img_size
     name = cfg.model or (PRETRAINED_MODEL if (cfg.pretrained or cfg.weights) else
@@ -172,6 +173,8 @@ def _check_model_size(cfg) -> None:
         with torch.device("meta"):  # the shapes only: no memory, no initialisation time
             model = create_model(name, in_channels=3, num_classes=2, input_size=(side, side), **kw)
         low = int(getattr(model, "min_input_size", 1) or 1)
+    except ModelArgumentError as e:  # --model-kwargs, not the size
+        raise CnnkitError(f"--model-kwargs: {e}") from None
     except InputSizeError as e:  # the builder's own word on this size
         raise CnnkitError(f"--img-size {side} is too small for {name} ({e}); give a larger --img-size or another "
                           "--model") from None

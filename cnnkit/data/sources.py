@@ -484,7 +484,9 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     kind, sep, arg = spec.partition(":")
     kind = kind.strip().lower()
     known = [s.split(":")[0] for s in SOURCES]
-    if kind == "digits" and not arg:
+    if kind == "digits":
+        if arg:  # a path after digits was being ignored without a word
+            raise CnnkitError(f"--data {spec!r}: digits is built in and takes no path; give --data digits")
         return "digits", None
     plain = Path(spec).expanduser()
     if plain.is_dir():
@@ -492,6 +494,9 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     if plain.suffix.lower() == ".csv" and not (sep and kind in known):
         return "csv", plain.resolve()
     if kind not in known:
+        if plain.exists():
+            raise CnnkitError(f"--data {spec!r} is a file, not a folder of class sub-folders or a .csv of "
+                              f"'path,label' rows; give the folder that holds the class folders")
         if "/" in spec or "\\" in spec or plain.suffix:
             raise CnnkitError(f"--data {spec!r}: no such folder or file; give a folder of class sub-folders, a .csv "
                               f"of 'path,label' rows, or one of {', '.join(SOURCES)}")

@@ -195,7 +195,13 @@ _AT_LEAST = {"freeze_epochs": (0, True), "lr_mult": (1, True), "epochs": (1, Tru
              "max_pixels": (1, True), "nproc": (1, True), "lr": (0, False), "weight_decay": (0, True),
              "momentum": (0, True),
              "label_smoothing": (0, True), "val_fraction": (0, False)}
-
+# Upper bounds past which training cannot work (a learning rate of 1e39 overflows float32 in the optimizer)
+# or no machine could run it; each with the reason in its message.
+_AT_MOST = {"lr": (10.0, "a step that large diverges at once"), "weight_decay": (10.0, "it would erase the weights"),
+            "momentum": (1.0, "above 1 the updates grow without bound"), "lr_mult": (1e4, "the body's rate is "
+            "--lr divided by it"), "epochs": (1_000_000, "more than any run needs"),
+            "batch_size": (1_000_000, "more images than one step can hold"),
+            "patience": (1_000_000, "more than any run needs"), "nproc": (4096, "more processes than a machine runs")}
 
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,)}
 
@@ -246,6 +252,10 @@ def check(cfg: TrainConfig) -> TrainConfig:
         if value is not None and (value < low if inclusive else value <= low):
             need = f"at least {low}" if inclusive else ("positive" if low == 0 else f"more than {low}")
             raise CnnkitError(f"{flag(name)} must be {need}, got {value}")
+    for name, (high, why) in _AT_MOST.items():
+        value = getattr(cfg, name)
+        if value is not None and value > high:
+            raise CnnkitError(f"{flag(name)} must be at most {high:g} ({why}), got {value:g}")
     for name in ("label_smoothing", "val_fraction"):
         if getattr(cfg, name) is not None and getattr(cfg, name) >= 1:
             raise CnnkitError(f"{flag(name)} must be less than 1, got {getattr(cfg, name)}")
@@ -255,6 +265,21 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if cfg.freeze_epochs is not None and cfg.epochs is not None and cfg.freeze_epochs > cfg.epochs:
         raise CnnkitError(f"--freeze-epochs {cfg.freeze_epochs} is more than --epochs {cfg.epochs}; give at most "
                           f"{cfg.epochs} (equal: train only the head, a linear probe)")
+    if isinstance(cfg.model_kwargs, dict):
+        taken = sorted(set(cfg.model_kwargs) & {"num_classes", "in_channels", "input_size", "pretrained", "weights",
+                                                "download"})
+        if taken:
+            raise CnnkitError(f"--model-kwargs may not set {', '.join(taken)}: cnnkit sets it from the data "
+                              "and the other flags (--img-size, --pretrained, --weights)")
+        for k, v in cfg.model_kwargs.items():
+            plain = lambda x: isinstance(x, (bool, int, float, str, type(None))) and not (  # noqa: E731
+                isinstance(x, float) and not math.isfinite(x))
+            if not (plain(v) or isinstance(v, list) and len(v) <= 64 and all(plain(x) and not isinstance(x, str)
+                                                                             for x in v)):
+                raise CnnkitError(f"--model-kwargs {k!r} must be a plain value (true/false, a finite number, a name) "
+                                  f"or a short list of numbers, got {' '.join(repr(v).split())[:60]}")
+            if k == "small_input" and v is not None and not isinstance(v, bool):
+                raise CnnkitError(f"--model-kwargs 'small_input' must be true or false, got {v!r}")
     if not isinstance(cfg.model_kwargs, dict):
         raise CnnkitError(f"--model-kwargs must be a JSON object such as '{{\"small_input\": true}}', "
                           f"got {cfg.model_kwargs!r}")

@@ -400,6 +400,10 @@ class Trainer:
         """A checkpoint that did not fit: what is still saved, and how to go on once there is space."""
         if (self.run_dir / ckpt.STATE).is_file():
             return e.add(f"{self._saved()}: free some space and continue with cnnkit train --resume {self.run_dir}")
+        if (self.run_dir / ckpt.WEIGHTS).is_file():  # the first epoch's model was saved, its training state not
+            return e.add(f"the epoch-{self.epoch} model is saved in {self.run_dir / ckpt.WEIGHTS} (it can be "
+                         "evaluated, or trained on with --weights), but not its training state, so the run cannot be "
+                         "resumed: free some space and train again with another --out")
         return e.add(f"{self._saved()}: free some space and train again")
 
     def save_best(self) -> None:
@@ -489,8 +493,12 @@ class Trainer:
         self.scheduler = self._make_scheduler()
         sched = state.get("scheduler")
         start, end = self._phase_span()
+        done = max(0, self.epoch - start) * self.steps_per_epoch  # the steps this phase's finished epochs hold
         fits = sched is not None and sched.get("total_steps", (end - start) * self.steps_per_epoch) == \
             (end - start) * self.steps_per_epoch  # a schedule made for another length is rebuilt, as when extended
+        # a saved position that disagrees with the finished epochs (a damaged or crafted state) is not trusted:
+        # the schedule is rebuilt at the epochs' position, never stepped past its end
+        fits = fits and sched.get("last_epoch", done) == done
         if self.scheduler is not None and fits and not extended and same_phase:
             self.scheduler.load_state_dict(state["scheduler"])
             for g, hyper in zip(self.optimizer.param_groups, saved):  # lr and momentum where the schedule was
@@ -502,7 +510,7 @@ class Trainer:
             start, end = self._phase_span()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
-                for _ in range(min(self.step - start * self.steps_per_epoch, (end - start) * self.steps_per_epoch - 1)):
+                for _ in range(min(done, (end - start) * self.steps_per_epoch - 1)):
                     self.scheduler.step()
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])

@@ -7,7 +7,11 @@ from typing import Callable, Iterable
 
 import torch.nn as nn
 
-from ..errors import UnknownNameError
+from ..errors import CnnkitError, UnknownNameError
+
+
+class ModelArgumentError(CnnkitError, TypeError):
+    """A builder argument the model does not take, or a value it refuses (a user's --model-kwargs)."""
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 # Models whose module is imported on first use: `classic` needs torchvision, whose import (1.4 s, it pulls in
@@ -77,12 +81,21 @@ def create_model(name: str, *, num_classes: int | None = None, in_channels: int 
     accepted = set(inspect.signature(builder).parameters)
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise TypeError(f"{name} takes no argument {unknown[0]!r}; it accepts: {', '.join(sorted(accepted))}")
+        raise ModelArgumentError(f"{name} takes no argument {unknown[0]!r}; it accepts: {', '.join(sorted(accepted))}")
     if (pretrained or weights) and kwargs.get("small_input") is None:
         kwargs["small_input"] = False  # the pretrained stem, at the resolution it learned at
     if kwargs.get("input_size") is not None:
         kwargs["input_size"] = tuple(int(v) for v in kwargs["input_size"])[-2:]
-    model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    try:
+        model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except CnnkitError:
+        raise
+    except (TypeError, ValueError, OverflowError) as e:  # a value of the extra arguments the builder cannot use
+        extra = {k: v for k, v in kwargs.items() if k not in ("input_size", "small_input")}
+        if not extra and kwargs.get("small_input") in (None, True, False):
+            raise
+        first = " ".join(str(e).split())[:160]
+        raise ModelArgumentError(f"{name} cannot be built with {kwargs} ({first}); check --model-kwargs") from None
     model.model_name = name
     # every argument, defaults included, so that model.json pins the architecture even if a default changes later
     defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items()

@@ -28,6 +28,7 @@ import os
 import pickle
 import platform
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -196,12 +197,14 @@ def load_state(path: Path) -> dict:
     if not path.is_file():
         raise CnnkitError(f"{path} not found: nothing to resume (the run stopped before its first epoch ended?)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4…": PyTorch's word, printed before ours
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         with open(path, "rb") as f:
             pickled = f.read(2) in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
         if not pickled:  # bytes that are no pickle at all
-            raise damaged_state(path, f"not a readable training state: {_first_line(e)}") from None
+            raise damaged_state(path, "not a file torch.save wrote") from None
         why = shown(refused_pickle(e), 160)
         raise CnnkitError(f"refusing to load {path}: it holds more than tensors and plain values, so it could run "
                           f"code ({why}). Only resume from run directories you made.") from None

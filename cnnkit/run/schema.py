@@ -239,6 +239,9 @@ def _first_line(e: BaseException, limit: int = 160) -> str:
     """An exception's first non-empty line, without colour codes: for a one-line message."""
     text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e))
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "") or type(e).__name__
+    # its first sentence: PyTorch follows "Weights only load failed." with paragraphs of advice that, cut
+    # mid-sentence, would only mislead about a file that is simply not a checkpoint
+    line = line.split(". ", 1)[0].rstrip(".")
     return shown(line, limit)
 
 
@@ -378,8 +381,10 @@ def _scheduler_problem(sched) -> str | None:
     if not _int(last, -1, 10 ** 12):
         return "the scheduler's 'last_epoch' must be a step count"
     total = sched.get("total_steps")
-    if total is not None and (not _int(total, 1, 10 ** 12) or last > total):
-        return f"the scheduler has taken {last} steps of its {shown(repr(total), 20)} (past its steps)"
+    if total is not None and not _int(total, 1, 10 ** 15):
+        return f"the scheduler's 'total_steps' must be a step count, got {shown(repr(total), 20)}"
+    if total is not None and last > total:
+        return f"the scheduler has taken {last} steps of its {total} (past its steps)"
     return None
 
 
