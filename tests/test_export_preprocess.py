@@ -215,7 +215,7 @@ def test_out_refusals_in_export_model_and_the_cli(run_dir, tmp_path, capsys):
                      classes=CLASSES)
     assert main(["export", str(run_dir), "--out", str(run_dir / "train_state.pt"), "--format", "torchscript"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "train_state.pt" in err and "pick another --out" in err
+    assert err.count("\n") == 1 and "train_state.pt" in err and "would overwrite a file of the run" in err
     assert all((run_dir / n).read_text() == "original" for n in RUN_FILES)
 
 

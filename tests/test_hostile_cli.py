@@ -481,3 +481,32 @@ def test_values_training_cannot_use_are_one_line(args, needle, tmp_path, capsys)
                "--out", str(tmp_path / "r"), *args])
     err = capsys.readouterr().err
     assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_nothing_writes_over_a_runs_files_but_cnnkit(digits_run, tmp_path, capsys):
+    """Found by the independent re-try: convolve replaced another run's plot, and explain wrote into a run."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    plot = next(n for n in before if n.endswith(".png"))
+    for argv, needle in ((["convolve", "astronaut", "--kernel", "sobel_x", "--out", str(run / plot)], "would overwrite a file of the run"),
+                         (["predict", str(run), "camera", "--save-csv", str(run / "metrics.csv")], "would overwrite a file of the run"),
+                         (["explain", str(run), "camera", "--out", str(run)], "is a run directory")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--data", "digits:foo"], "digits is built in and takes no path"),  # was silently ignored
+    (["train", "--data", "/dev/zero"], "is a file, not a folder"),
+    (["convolve", "astronaut", "--kernel", "[[1e308,1e308],[1e308,1e308]]", "--out", "{tmp}/x.png"],
+     "the feature map overflows"),  # printed "max inf, std nan" with exit 0
+])
+def test_silently_wrong_inputs_are_refused(argv, needle, tmp_path, capsys):
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err

@@ -208,7 +208,20 @@ def out_file(text: str) -> str:
     if _writable_ancestor(real) is None or (os.path.exists(real) and not os.access(real, os.W_OK)):
         raise argparse.ArgumentTypeError(f"{printable(text)}: not writable here (permission denied); pick another "
                                          "place")
+    if os.path.exists(real) and os.path.isfile(os.path.join(os.path.dirname(real), "model.json")):
+        raise argparse.ArgumentTypeError(f"{printable(text)} would overwrite a file of the run in "
+                                         f"{printable(os.path.dirname(real))}; pick another place (a run's files "
+                                         "are cnnkit's to replace)")
     return str(text)
+
+
+def out_dir_not_run(text: str) -> str:
+    """`out_dir`, and not a run directory: for commands that write files of their own into the folder."""
+    text = out_dir(text)
+    if os.path.isfile(os.path.join(os.path.realpath(text), "model.json")):
+        raise argparse.ArgumentTypeError(f"{printable(text)} is a run directory; give another folder (its files "
+                                         "are the run's)")
+    return text
 
 
 # --- memory -------------------------------------------------------------------------------------------------

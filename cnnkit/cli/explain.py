@@ -20,14 +20,14 @@ HELP = "feature maps, filters, Grad-CAM and receptive fields of a model on one i
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..explain.attribution import CHOICES
-    from ._common import add_weight_flags, img_size, out_dir, positive_int
+    from ._common import add_weight_flags, img_size, out_dir_not_run, positive_int
 
     p.add_argument("source", metavar="RUN_DIR|MODEL",
                    help="a run directory (the trained model) or a registered model name (with --pretrained: its "
                         "ImageNet weights; without: untrained, random weights)")
     p.add_argument("image", metavar="IMAGE|SAMPLE",
                    help="an image file, or a scikit-image sample photo: camera, astronaut, chelsea, coffee, ...")
-    p.add_argument("--out", required=True, type=out_dir, metavar="DIR", help="folder for the PNG files")
+    p.add_argument("--out", required=True, type=out_dir_not_run, metavar="DIR", help="folder for the PNG files")
     p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
                    help="layers to show (names as in `cnnkit summary`; space- or comma-separated); "
                         "default: every convolutional stage")
