@@ -455,8 +455,9 @@ def test_the_runs_own_folder_data_is_read_without_data(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name,form", [(fmt.WEIGHTS, "onnx"), (fmt.STATE, "torchscript"), (fmt.META, "onnx")])
 def test_export_never_replaces_the_runs_own_files(run, capsys, name, form):
     before = _files(run)
-    err = refused(capsys, "export", run, "--format", form, "--out", run / name)
-    assert "pick another --out" in err and _files(run) == before
+    code, _, err = cli(capsys, "export", run, "--format", form, "--out", run / name)  # refused while parsing
+    assert code == 2 and err.count("\n") == 1 and "would overwrite a file of the run" in err, err
+    assert _files(run) == before
 
 
 # --- found by the independent re-try (an attacker's second pass over the same classes of input) -----------------

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ..errors import CnnkitError
+from .images import shown
 from .sources import Source
 
 MANIFEST_FORMAT = "cnnkit-split/1"
@@ -144,9 +145,20 @@ def from_manifest(manifest: dict, source: Source, origin: list, keys: list, fing
         raise CnnkitError(f"split.json is malformed ({problem}); it is a file cnnkit wrote: restore it from the run, "
                           "or train anew")
     if manifest.get("classes") not in (None, source.classes):
-        raise CnnkitError(f"the data's classes {source.classes[:6]} differ from the run's {manifest['classes'][:6]}")
+        def few(names) -> str:  # at most six, and saying so when there are more
+            names = list(names)
+            return ", ".join(map(repr, names[:6])) + (f", … ({len(names)} in all)" if len(names) > 6 else "")
+
+        raise CnnkitError(f"the data's classes [{few(source.classes)}] differ from the run's "
+                          f"[{few(manifest['classes'])}]")
     where = {(o, k): i for i, (o, k) in enumerate(zip(origin, keys))}
-    wanted = {(o, k) for parts in saved.values() for o, ks in parts.items() for k in ks}
+    listed = [(o, k) for parts in saved.values() for o, ks in parts.items() for k in ks]
+    wanted = set(listed)
+    if len(wanted) != len(listed):  # an image in two splits, or twice in one: no data change makes that
+        seen: set = set()
+        twice = next(ok for ok in listed if ok in seen or seen.add(ok))
+        raise CnnkitError(f"the run's split.json is damaged: it lists {shown(str(twice[1]))} twice (an image in two "
+                          "splits would be scored on what it was trained on); restore it or train anew")
     missing = sorted(str(k) for o, k in wanted - where.keys())
     new = sorted(str(k) for o, k in where.keys() - wanted)
     changed = []
@@ -171,7 +183,8 @@ def from_manifest(manifest: dict, source: Source, origin: list, keys: list, fing
             parts.append(f"{len(new)} new ({', '.join(new[:3])}{'…' if len(new) > 3 else ''})")
         if changed:
             parts.append(f"{len(changed)} modified ({', '.join(changed[:3])}{'…' if len(changed) > 3 else ''})")
-        raise CnnkitError(f"the data changed since the run was trained: {'; '.join(parts)}. Its saved split "
+        raise CnnkitError(f"the data (or the run's split.json) changed since the run was trained: "
+                          f"{'; '.join(parts)}. Its saved split "
                           "(split.json) no longer matches, so it is not re-split silently: restore the data, "
                           "or score the new data as such (evaluate RUN --data SPEC --split all), or train anew")
     out = {}

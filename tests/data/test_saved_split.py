@@ -123,14 +123,14 @@ def test_a_changed_folder_stops_evaluate_report_and_resume(png_folder, tmp_path,
         evaluate(run, plot=False)
     msg = str(e.value)
     assert f"1 {how} " in msg and key in msg and "\n" not in msg
-    assert "the data changed since the run was trained" in msg and "--split all" in msg
+    assert "the data (or the run's split.json) changed since the run was trained" in msg and "--split all" in msg
     for other in ("missing", "new", "modified"):
         if other != how:
             assert f"1 {other}" not in msg and f"{other} (" not in msg
     for argv in (["evaluate", str(run)], ["report", str(run)]):
         code = main(argv)
         err = capsys.readouterr().err
-        assert code == 2 and err.startswith("cnnkit: error: the data changed") and len(err.strip().splitlines()) == 1
+        assert code == 2 and err.startswith("cnnkit: error: the data (or the run's split.json) changed") and len(err.strip().splitlines()) == 1
         assert f"1 {how}" in err
     with pytest.raises(CnnkitError, match=f"1 {how}"):
         resume(run, epochs=2, quiet=True)
@@ -211,3 +211,21 @@ def test_a_damaged_split_json_is_one_line(png_folder, tmp_path, capsys):
     (run / "split.json").write_text(json.dumps({"format": "cnnkit-split/0", "splits": {}}))
     with pytest.raises(CnnkitError, match="split.json is not a cnnkit-split/1 file"):
         evaluate(run, plot=False)
+
+
+def test_a_split_json_listing_an_image_twice_is_damaged_not_changed_data(tmp_path):
+    """Found by the independent re-try: an image in both splits was blamed on the data."""
+    import json
+
+    import cnnkit
+    from cnnkit.errors import CnnkitError
+
+    run = cnnkit.train("digits", epochs=1, img_size=8, out=str(tmp_path / "r"), quiet=True, report=False)["run_dir"]
+    path = tmp_path / "r" / "split.json"
+    m = json.loads(path.read_text())
+    splits = m["splits"]
+    val = next(iter(splits["val"].values()))
+    next(iter(splits["train"].values())).append(val[0])
+    path.write_text(json.dumps(m))
+    with pytest.raises(CnnkitError, match="split.json is damaged: it lists .* twice"):
+        cnnkit.evaluate(run, plot=False)
