@@ -510,3 +510,15 @@ def test_silently_wrong_inputs_are_refused(argv, needle, tmp_path, capsys):
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("widths", ["[5000]", "[1.5, 2, 3]", "[true, true, true]", "[0, 0, 0]", "[1000000000, 2, 3]"])
+def test_model_kwargs_that_no_run_could_save_are_refused_before_training(widths, tmp_path, capsys):
+    """Found by the second re-try: these trained to the end, then model.json refused them and the model was lost
+    (or the process ran out of memory building 10^9 channels)."""
+    out = tmp_path / "r"
+    rc = main(["train", "--data", "digits", "--img-size", "8", "--epochs", "1", "--no-report", "--model", "fastcnn",
+               "--model-kwargs", f'{{"widths": {widths}}}', "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--model-kwargs: fastcnn widths must be" in err and len(err.strip().splitlines()) == 1, err
+    assert not (out / "metrics.csv").exists()  # refused before a single step

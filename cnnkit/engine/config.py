@@ -274,7 +274,7 @@ def check(cfg: TrainConfig) -> TrainConfig:
         for k, v in cfg.model_kwargs.items():
             plain = lambda x: isinstance(x, (bool, int, float, str, type(None))) and not (  # noqa: E731
                 isinstance(x, float) and not math.isfinite(x))
-            if not (plain(v) or isinstance(v, list) and len(v) <= 64 and all(plain(x) and not isinstance(x, str)
+            if not (plain(v) or isinstance(v, list) and len(v) <= 8 and all(plain(x) and not isinstance(x, str)
                                                                              for x in v)):
                 raise CnnkitError(f"--model-kwargs {k!r} must be a plain value (true/false, a finite number, a name) "
                                   f"or a short list of numbers, got {' '.join(repr(v).split())[:60]}")

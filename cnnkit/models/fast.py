@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from ..errors import InputSizeError
 from ._base import CnnkitModel
-from ._registry import register_model
+from ._registry import ModelArgumentError, register_model
 
 
 WIDTHS = (24, 32, 128)  # channels of the three blocks (see the module docstring for why these)
@@ -61,10 +61,14 @@ class FastCNN(CnnkitModel):
         self.in_channels = in_channels
         h, w = input_size[-2:]
         self.input_size = (h, w)
+        # checked before anything is built or trained: a run's model.json accepts no other widths, so a value
+        # let through here would train to the end and then fail to be saved
+        if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not 1 <= len(widths) <= 4 or \
+                not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 4096 for c in widths):
+            raise ModelArgumentError(f"fastcnn widths must be 1 to 4 whole channel counts from 1 to 4096, "
+                                     f"got {' '.join(repr(widths).split())[:60]}")
         widths = [int(c) for c in widths]
         depth = len(widths)
-        if not 1 <= depth <= 4 or min(widths) < 1:
-            raise InputSizeError(f"fastcnn widths must be 1 to 4 positive channel counts, got {widths}")
         if min(h, w) // 2 ** depth < 1:
             raise InputSizeError(f"fastcnn with {depth} blocks halves {h}x{w} inputs to nothing; use fewer widths")
         self.stage_names = tuple(f"block{i + 1}" for i in range(depth))
