@@ -475,3 +475,17 @@ def test_a_saved_scheduler_position_that_disagrees_is_rebuilt(run):
         state["scheduler"]["last_epoch"] -= 1  # within its steps, but not where the finished epoch left it
     _edit_state(run, move)
     assert main(["train", "--resume", str(run), "--epochs", "2", "--no-report"]) == 0
+
+
+def test_settings_model_json_would_refuse_fail_before_the_first_step(tmp_path, monkeypatch):
+    """The second re-try lost models whose settings passed the start checks but not model.json's reader, after
+    training to the end; now the model.json a run will write is checked before its first step."""
+    def refuse(meta, path):
+        raise CnnkitError(f"{path}: field 'model.kwargs.widths' must be something else; the file is damaged or "
+                          "not from cnnkit")
+
+    monkeypatch.setattr(fmt, "check_meta", refuse)
+    with pytest.raises(CnnkitError, match=r"could not be saved with the model \(field 'model.kwargs.widths'.*nothing "
+                                          "was trained"):
+        cnnkit.train("digits", epochs=1, img_size=8, out=str(tmp_path / "r"), quiet=True, report=False)
+    assert not (tmp_path / "r" / "metrics.csv").exists()

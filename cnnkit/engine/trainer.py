@@ -232,6 +232,7 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------------------
     def fit(self) -> dict:
         start = time.perf_counter()
+        ckpt.check_before_training(self.meta(), self.run_dir)
         if self.is_main:  # only rank 0 writes the run directory
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not (self.run_dir / ckpt.SPLIT).exists():

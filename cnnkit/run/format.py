@@ -136,6 +136,17 @@ def _weights_writer(model: torch.nn.Module):
     return lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT})
 
 
+def check_before_training(meta: dict, run_dir: Path) -> None:
+    """The model.json a run will write, checked before its first step: a setting its reader would refuse fails
+    now, not after the training it would have cost (and with it the model)."""
+    try:
+        _meta_writer(meta, Path(run_dir) / META)
+    except CnnkitError as e:
+        why = str(e).split(": field ", 1)[-1].replace("; the file is damaged or not from cnnkit", "")
+        raise CnnkitError(f"these settings could not be saved with the model (field {why}); nothing was trained: "
+                          "check --model-kwargs and the other flags") from None
+
+
 def _meta_writer(meta: dict, path: Path):
     meta = {"format": FORMAT, **meta, "versions": versions(), "command": sys.argv}
     text = json.dumps(meta, indent=2, default=str) + "\n"
