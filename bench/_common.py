@@ -13,25 +13,58 @@ RESULTS = ROOT / "results"
 sys.path.insert(0, str(ROOT.parent))  # run from a checkout without installing
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides a fast path on a CPU
+
+
+def _cpuinfo() -> dict:
+    """The first processor's entries in /proc/cpuinfo ({} where there is none)."""
+    info = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            info.setdefault(key.strip(), value.strip())
+    return info
+
+
 def machine() -> dict:
+    """Which machine a figure came from: the CPU's name, family/model and the flags that choose a fast path.
+
+    Flags are matched as whole words: a substring test would read 'avx512f' into 'avx512fp16'. Several
+    machines report the same virtualised name ('AMD EPYC') with and without AVX-512, so the name alone does
+    not say which CPU it was; family/model/stepping and the flags do.
+    """
     import torch
 
-    cpu = platform.processor() or ""
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    has = {f: f in flags for f in CPU_FLAGS}
+    cpu = info.get("model name") or platform.processor() or platform.machine()
+    family = ", ".join(f"{k} {info[k]}" for k in ("cpu family", "model", "stepping") if k in info)
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = next((l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")), "")
-    except OSError:
-        flags = ""
+        capability = torch.backends.cpu.get_cpu_capability()  # the kernels torch dispatches to here
+    except AttributeError:
+        capability = None
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "avx512": "avx512f" in flags, "amx": "amx_tile" in flags,
+        "cpu": cpu, "cpu_vendor": info.get("vendor_id"), "cpu_family_model": family or None,
+        "cpu_flags": has, "torch_cpu_capability": capability,
+        "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "avx512": has["avx512f"], "amx": has["amx_tile"],  # kept: older results and benches read these two
         "torch": torch.__version__, "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def cpu_line(m: dict | None = None) -> str:
+    """One line naming the CPU for a table's caption: 'AMD EPYC (cpu family 26, model 2, …; avx2 avx512f …)'."""
+    m = m or machine()
+    flags = " ".join(f for f, on in m.get("cpu_flags", {}).items() if on) or "none of " + "/".join(CPU_FLAGS)
+    fam = f"{m['cpu_family_model']}; " if m.get("cpu_family_model") else ""
+    return f"{m['cpu']} ({fam}{flags}; torch kernels {m.get('torch_cpu_capability')}, {m['cores']} cores)"
 
 
 def write_results(name: str, payload: dict) -> Path:

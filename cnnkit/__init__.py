@@ -1,15 +1,35 @@
-"""cnnkit: convolutional neural networks, from the NumPy convolution to fine-tuned ResNets."""
+"""cnnkit: convolutional neural networks, from the NumPy convolution to fine-tuned ResNets.
+
+The flat API (`cnnkit.train`, `cnnkit.create_model`, …) is imported on first use (PEP 562): `import cnnkit`
+costs no torch, so `cnnkit --help` and the commands load only what they use.
+"""
+from __future__ import annotations
+
+import importlib
+
 from ._version import __version__
 from .errors import CnnkitError
-from .models import CnnkitModel, create_model, list_models, register_model
 
-__all__ = ["CnnkitError", "CnnkitModel", "create_model", "list_models", "register_model", "__version__"]
-from .api import TrainedModel, compare, evaluate, load_model, resume, train  # noqa: E402
-from .data import load_data  # noqa: E402
-from .preprocess import Preprocess  # noqa: E402
-from .run import Predictor  # noqa: E402
-from .engine import Callback, TrainConfig, Trainer  # noqa: E402
-from .explain.summary import format_summary, summarize  # noqa: E402
+# public name -> the module that defines it (imported when the name is first read)
+_LAZY = {
+    "CnnkitModel": "models", "create_model": "models", "list_models": "models", "register_model": "models",
+    "TrainedModel": "api", "compare": "api", "evaluate": "api", "load_model": "api", "resume": "api", "train": "api",
+    "load_data": "data", "Preprocess": "preprocess", "Predictor": "run",
+    "Callback": "engine", "TrainConfig": "engine", "Trainer": "engine",
+    "format_summary": "explain.summary", "summarize": "explain.summary",
+}
 
-__all__ += ["Callback", "compare", "Predictor", "Preprocess", "TrainConfig", "TrainedModel", "Trainer", "evaluate", "format_summary", "load_data",
-            "load_model", "resume", "summarize", "train"]
+__all__ = ["CnnkitError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    globals()[name] = value  # once: later reads are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

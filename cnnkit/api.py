@@ -261,7 +261,8 @@ def _train(resolved: TrainConfig, cfg: TrainConfig, ds, run_dir: Path, state: di
                                      f"{', sync-bn' if t.sync_bn else ''})" if world > 1 else "")
         lr = f"{trainer.lr:g}" + (f" (--lr {t.lr:g} x {t.batch_size}/{reference_batch(len(ds.train))}, linear "
                                   "scaling)" if t.lr_scaling == "linear" else "")
-        print(f"model {t.model} ({sum(p.numel() for p in trainer.model.parameters()):,} params) on {trainer.device}, "
+        print(f"model {t.model} ({sum(p.numel() for p in trainer.model.parameters()):,} params) on {trainer.device} "
+              f"in {trainer.precision} ({trainer.precision_reason}) {'NHWC' if t.channels_last else 'NCHW'}, "
               f"{t.epochs} epochs, batch {batch}, {t.optimizer} lr {lr}, {t.scheduler}, "
               f"augment {t.augment}, {flips}{why if t.augment != 'none' else ''}; run dir {run_dir}",
               file=log, flush=True)
@@ -277,15 +278,19 @@ def _train(resolved: TrainConfig, cfg: TrainConfig, ds, run_dir: Path, state: di
     result = trainer.fit()
     if not trainer.is_main:  # rank 0 calibrates and writes the report
         return result
+    seen: dict = {}  # probabilities already computed (calibration's validation split): the report reuses them
     if trainer.best_epoch:
         try:
-            result.update(_calibrate(run_dir, ds, trainer.cfg, log=None if quiet else log))
+            result.update(_calibrate(run_dir, ds, trainer.cfg, log=None if quiet else log, probs_out=seen))
         except NoSpaceError as e:
             raise e.add(f"the trained model is saved in {run_dir} (its best epoch, uncalibrated): free some space "
                         f"and run cnnkit calibrate {run_dir} to finish it") from None
     result["seconds"] = round(time.perf_counter() - start, 2)  # start to the last checkpoint
     if trainer.cfg.report and trainer.best_epoch:
-        _write_report(result, run_dir, ds, log)
+        if trainer.cfg.report_background:
+            _report_in_background(result, run_dir, None if quiet else log)
+        else:
+            _write_report(result, run_dir, ds, log, probs=seen)
     return result
 
 
@@ -337,10 +342,11 @@ def calibrate(run_dir: str | Path, *, operating_point: str | None = None, positi
     return _calibrate(Path(run_dir), ds, cfg, log=log)
 
 
-def _calibrate(run_dir: Path, ds, cfg: TrainConfig, log=None) -> dict:
+def _calibrate(run_dir: Path, ds, cfg: TrainConfig, log=None, probs_out: dict | None = None) -> dict:
     """After training: the temperature (on the best model's validation logits) and, for two classes, the
     threshold of the operating point, both written into model.json. A target the validation split cannot reach
-    keeps the run (saved) with argmax and says what was reached."""
+    keeps the run (saved) with argmax and says what was reached. `probs_out` receives {'val': the calibrated
+    validation probabilities}, which the report would otherwise predict again."""
     from .decision import calibration_error, choose_threshold, fit_temperature, positive_index
 
     pred = load_model(run_dir)
@@ -350,7 +356,10 @@ def _calibrate(run_dir: Path, ds, cfg: TrainConfig, log=None) -> dict:
     temperature = fit_temperature(logits, y) if cfg.calibrate else 1.0
     counts = torch.bincount(ds.train.y.cpu(), minlength=len(ds.classes)).tolist()
     pos = positive_index(ds.classes, cfg.positive, counts)
-    before, after = torch.softmax(logits, 1).numpy(), torch.softmax(logits / temperature, 1).numpy()
+    calibrated = torch.softmax(logits / temperature, 1)
+    if probs_out is not None:
+        probs_out["val"] = calibrated
+    before, after = torch.softmax(logits, 1).numpy(), calibrated.numpy()
     calibration = {"temperature": temperature, "ece_before": calibration_error(before, y.numpy(), pos),
                    "ece_after": calibration_error(after, y.numpy(), pos), "fitted_on": f"val ({len(y):,} images)",
                    "method": "temperature scaling (Guo et al. 2017)" if cfg.calibrate else "none (--no-calibrate)"}
@@ -394,18 +403,43 @@ def compare(data: str, models: Sequence[str] | None = None, **options) -> dict:
     return run(data, models or DEFAULT_MODELS, fit=fit, load=load_model, **options)
 
 
-def load_model(run_dir: str | Path, device: str = "cpu", engine: str = "torch") -> Predictor:
+def load_model(run_dir: str | Path, device: str = "cpu", engine: str = "torch", precision: str = "auto") -> Predictor:
     """Load a run directory's best model (safetensors weights + validated JSON metadata; no pickle).
-    `engine='onnx'` runs it with ONNX Runtime (exporting RUN_DIR/model.onnx first if needed)."""
-    return Predictor.from_run(run_dir, device=device, engine=engine)
+    `engine='onnx'` runs it with ONNX Runtime, `'openvino'` with OpenVINO (`pip install openvino`), both
+    exporting RUN_DIR/model.onnx first if needed; `'auto'` measures the installed engines on the first batch of
+    each size and keeps the fastest (`Predictor.auto_choices` says what it measured). `precision` is OpenVINO's:
+    'auto' is bf16 on a CPU with AVX-512 BF16 or AMX (as OpenVINO's own default; probabilities within ~1e-2),
+    fp32 elsewhere; 'fp32' or 'bf16' force it. torch and onnx compute in fp32 ('bf16' with them is an error).
+    `Predictor.precision` says which was used."""
+    return Predictor.from_run(run_dir, device=device, engine=engine, precision=precision)
 
 
-def _write_report(result: dict, run_dir: Path, ds, log) -> None:
+REPORT_LOG = "report.log"
+
+
+def _report_in_background(result: dict, run_dir: Path, log) -> None:
+    """report.html built by `cnnkit report RUN_DIR` in a process of its own, started once the run is saved (the
+    command then ends at once; the report process outlives it). Its output goes to RUN_DIR/report.log; a report
+    problem can never touch the run, which is complete without it."""
+    import subprocess
+
+    with open(run_dir / REPORT_LOG, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "report", str(run_dir)], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    result["report"] = str(run_dir / "report.html")
+    result["report_pid"] = proc.pid
+    if log is not None:
+        print(f"report.html: being built in the background (pid {proc.pid}, a few seconds; the run is saved and "
+              f"complete without it; --no-report-background waits for it; its output: {run_dir / REPORT_LOG})",
+              file=log, flush=True)
+
+
+def _write_report(result: dict, run_dir: Path, ds, log, probs: dict | None = None) -> None:
     """report.html at the end of a run. The run is already saved: a report problem is a warning, not a failure."""
     from .explain.report import write_report
 
     try:
-        result["report"] = str(write_report(run_dir, data=ds))
+        result["report"] = str(write_report(run_dir, data=ds, probs=probs))
     except CnnkitError as e:
         print(f"warning: report.html not written: {e}", file=log)
 

@@ -205,7 +205,48 @@ def onnx_session(path: str | Path, threads: int | None = None):
         raise CnnkitError(f"{path} is not a loadable ONNX model ({first}); {_REEXPORT}") from None
 
 
-class OnnxModel:
+class _Exported:
+    """What an exported ONNX file carries (classes, preprocessing, temperature, decision), read from its metadata,
+    and the input check both runtimes share. Subclasses set `path` and call `_read(props, in_shape, out_shape)`."""
+
+    path: Path
+
+    def _read(self, props: Mapping[str, str], in_shape, out_shape) -> None:
+        self.classes, self.preprocess = read_metadata(props, str(self.path))
+        try:  # files exported before calibration carried neither: T = 1, argmax
+            self.temperature = float(props.get("cnnkit.temperature", 1.0))
+            self.decision = json.loads(props["cnnkit.decision"]) if "cnnkit.decision" in props else None
+        except (TypeError, ValueError) as e:
+            raise CnnkitError(f"{self.path}: its cnnkit.temperature/decision metadata is malformed ({e}); "
+                              f"{_REEXPORT}") from None
+        self._want = (self.preprocess.channels, *self.preprocess.size)
+        # Static dimensions in the graph must agree with the metadata, or one of them was edited.
+        if any(isinstance(d, int) and d != w for d, w in zip(in_shape[1:], self._want)) or \
+                (len(out_shape) == 2 and isinstance(out_shape[1], int) and out_shape[1] != len(self.classes)):
+            raise CnnkitError(f"{self.path}: the graph's input {in_shape} / output {out_shape} does not match its "
+                              f"metadata ({list(self._want)}, {len(self.classes)} classes); {_REEXPORT}")
+
+    def _array(self, x: torch.Tensor) -> np.ndarray:
+        """N×C×H×W uint8 or float pixels 0–255 → the contiguous float32 array the graph takes."""
+        if not torch.is_tensor(x) or x.ndim != 4 or tuple(x.shape[1:]) != self._want:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise CnnkitError(f"{self.path} takes N×{'×'.join(map(str, self._want))} pixels 0-255, got {shape}")
+        if not (x.dtype == torch.uint8 or x.is_floating_point()):
+            raise CnnkitError(f"{self.path} takes uint8 or float pixels 0-255, got {x.dtype}")
+        if x.dtype not in (torch.uint8, torch.float32):  # float16/bfloat16/float64: NumPy lacks bfloat16
+            x = x.float()
+        if x.requires_grad or x.device.type != "cpu":
+            x = x.detach().cpu()
+        # one conversion, straight to float32 in NumPy (no torch thread pool woken; a float32 batch is shared)
+        return x.numpy().astype(np.float32, copy=False, order="C")
+
+    def __repr__(self) -> str:
+        prec = f", {self.precision}" if hasattr(self, "precision") else ""
+        return (f"{type(self).__name__}({str(self.path)!r}, {len(self.classes)} classes, "
+                f"{describe_input(self.preprocess)}{prec})")
+
+
+class OnnxModel(_Exported):
     """An exported ONNX file, run by onnxruntime, with the classes and preprocessing it carries.
 
     `logits(x)` takes N×C×H×W pixels, uint8 or float in 0–255 (what `preprocess.load` gives, stacked).
@@ -214,32 +255,83 @@ class OnnxModel:
     def __init__(self, path: str | Path, threads: int | None = None):
         self.path = Path(path)
         self.session = onnx_session(self.path, threads)
-        props = self.session.get_modelmeta().custom_metadata_map
-        self.classes, self.preprocess = read_metadata(props, str(self.path))
-        try:  # files exported before calibration carried neither: T = 1, argmax
-            self.temperature = float(props.get("cnnkit.temperature", 1.0))
-            self.decision = json.loads(props["cnnkit.decision"]) if "cnnkit.decision" in props else None
-        except (TypeError, ValueError) as e:
-            raise CnnkitError(f"{self.path}: its cnnkit.temperature/decision metadata is malformed ({e}); "
-                              f"{_REEXPORT}") from None
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name = inp.name
-        want = [self.preprocess.channels, *self.preprocess.size]
-        # Static dimensions in the graph must agree with the metadata, or one of them was edited.
-        if any(isinstance(d, int) and d != w for d, w in zip(inp.shape[1:], want)) or \
-                (len(out.shape) == 2 and isinstance(out.shape[1], int) and out.shape[1] != len(self.classes)):
-            raise CnnkitError(f"{self.path}: the graph's input {inp.shape} / output {out.shape} does not match its "
-                              f"metadata ({want}, {len(self.classes)} classes); {_REEXPORT}")
+        self._read(self.session.get_modelmeta().custom_metadata_map, inp.shape, out.shape)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        want = (self.preprocess.channels, *self.preprocess.size)
-        if not torch.is_tensor(x) or x.ndim != 4 or tuple(x.shape[1:]) != want:
-            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise CnnkitError(f"{self.path} takes N×{'×'.join(map(str, want))} pixels 0-255, got {shape}")
-        if not (x.dtype == torch.uint8 or x.is_floating_point()):
-            raise CnnkitError(f"{self.path} takes uint8 or float pixels 0-255, got {x.dtype}")
-        a = np.ascontiguousarray(x.detach().cpu().to(torch.float32).numpy())
-        return torch.from_numpy(self.session.run(None, {self.input_name: a})[0]).float()
+        return torch.from_numpy(self.session.run(None, {self.input_name: self._array(x)})[0])
 
-    def __repr__(self) -> str:
-        return f"OnnxModel({str(self.path)!r}, {len(self.classes)} classes, {describe_input(self.preprocess)})"
+
+def import_openvino():
+    """The `openvino` module, imported only when its engine is used; missing → one CnnkitError line."""
+    try:
+        import openvino
+    except ImportError:
+        raise CnnkitError("--engine openvino needs OpenVINO, which is not installed: pip install openvino "
+                          "(or pip install 'cnnkit[export]')") from None
+    return openvino
+
+
+class OpenVinoModel(_Exported):
+    """An exported ONNX file, compiled by OpenVINO for the CPU, with the classes and preprocessing it carries.
+
+    `precision`: 'fp32' (`INFERENCE_PRECISION_HINT: f32`, PyTorch's numbers to ~1e-6), 'bf16' (bfloat16, OpenVINO's
+    own default on CPUs with AVX-512 BF16 or AMX: 1.7-6x faster there, its probabilities within ~1e-2 of fp32's;
+    tests/test_openvino.py measures it on a trained model) or 'auto' (bf16 exactly where the CPU has those units,
+    `cnnkit._device.pick_precision`); `self.precision` is what it resolved to. As OpenVINO's performance hints guide
+    advises: one image runs as one synchronous request of a `LATENCY`-compiled model; a batch is split across the
+    parallel requests (`OPTIMAL_NUMBER_OF_INFER_REQUESTS`, one per CPU stream) of a `THROUGHPUT`-compiled model.
+    Each is compiled on first use (~0.1-0.2 s).
+    `logits(x)` takes N×C×H×W pixels, uint8 or float in 0–255.
+    """
+
+    HINTS = {"fp32": "f32", "bf16": "bf16"}  # cnnkit's precision names -> OpenVINO's INFERENCE_PRECISION_HINT
+
+    def __init__(self, path: str | Path, precision: str = "fp32"):
+        from ._device import pick_precision
+
+        ov = import_openvino()
+        self.precision, self.precision_why = pick_precision(precision, torch.device("cpu"))
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CnnkitError(f"{path}: no such ONNX file; export one with cnnkit export RUN_DIR --format onnx")
+        self._core = ov.Core()
+        try:
+            self._model = self._core.read_model(str(self.path))
+        except Exception as e:  # OpenVINO raises its own exception types for unreadable models
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CnnkitError(f"{path} is not a loadable ONNX model ({first}); {_REEXPORT}") from None
+        info = self._model.get_rt_info()  # the ONNX metadata_props, under 'framework'
+        props = {k: v.astype(str) for k, v in info["framework"].items()} if "framework" in info else {}
+        shape = lambda port: [d.get_length() if d.is_static else None for d in port.get_partial_shape()]  # noqa: E731
+        self._read(props, shape(self._model.inputs[0]), shape(self._model.outputs[0]))
+        self._request = None  # LATENCY: one synchronous request
+        self._queue = None  # THROUGHPUT: parallel requests
+
+    def _compile(self, hint: str):
+        cfg = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": self.HINTS[self.precision]}
+        compiled = self._core.compile_model(self._model, "CPU", cfg)
+        # what OpenVINO compiled, not what was asked (a CPU without bf16 units may run a bf16 hint in f32)
+        got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # an openvino.Type: 'bf16', 'f32'
+        self.precision = {"bf16": "bf16", "f32": "fp32"}.get(got, self.precision)
+        return compiled
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        a = self._array(x)
+        if len(a) == 1:
+            if self._request is None:
+                self._request = self._compile("LATENCY").create_infer_request()
+            return torch.from_numpy(self._request.infer({0: a}, share_inputs=True)[0])
+        if self._queue is None:
+            import openvino as ov
+
+            compiled = self._compile("THROUGHPUT")
+            self._queue = ov.AsyncInferQueue(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            self._out: dict = {}
+            self._queue.set_callback(lambda req, i: self._out.__setitem__(i, req.get_output_tensor(0).data.copy()))
+        parts = np.array_split(a, min(len(self._queue), len(a)))
+        for i, part in enumerate(parts):
+            self._queue.start_async({0: part}, i, share_inputs=True)
+        self._queue.wait_all()
+        return torch.from_numpy(np.concatenate([self._out.pop(i) for i in range(len(parts))]))

@@ -1,13 +1,34 @@
-"""Classification metrics, from scikit-learn (the field's reference implementations).
+"""Classification metrics: accuracy, top-k accuracy, per-class precision/recall/F1/support, macro and weighted
+averages, the confusion matrix, and ROC-AUC for two classes, in one JSON-ready dict (`classification_report`).
 
-`classification_report(y_true, probs, classes)` returns one JSON-ready dict: accuracy, top-k accuracy,
-per-class precision/recall/F1/support, macro and weighted averages, the confusion matrix, and ROC-AUC for
-two classes.
+The counting metrics come from the confusion matrix in NumPy: importing scikit-learn costs about a second at the
+end of every training run, and these are a few divisions (tests/test_metrics.py checks them against
+scikit-learn's, the reference). ROC-AUC and the curves are scikit-learn's, imported when a two-class run needs
+them. The pictures are matplotlib Figures drawn by the Agg canvas, without pyplot (no global state).
 """
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den is 0 (scikit-learn's zero_division=0)."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+
+
+def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
+    """Counts, rows the true class and columns the predicted one (labels 0 … n_classes-1; others ignored)."""
+    y_true, y_pred = np.asarray(y_true, np.int64).ravel(), np.asarray(y_pred, np.int64).ravel()
+    keep = (y_true >= 0) & (y_true < n_classes) & (y_pred >= 0) & (y_pred < n_classes)
+    return np.bincount(y_true[keep] * n_classes + y_pred[keep], minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes)
+
+
+def top_k_accuracy(y_true, probs, k: int) -> float:
+    """The share of rows whose true class is among the k highest scores (ties as scikit-learn breaks them)."""
+    order = np.argsort(np.asarray(probs), axis=1, kind="mergesort")[:, ::-1][:, :k]
+    return float((order == np.asarray(y_true)[:, None]).any(1).mean()) if len(order) else 0.0
 
 
 def classification_report(y_true, probs, classes: list[str], top_k: int = 5, y_pred=None) -> dict:
@@ -18,24 +39,29 @@ def classification_report(y_true, probs, classes: list[str], top_k: int = 5, y_p
     y_true = np.asarray(y_true)
     probs = np.asarray(probs, dtype=np.float64)
     y_pred = probs.argmax(1) if y_pred is None else np.asarray(y_pred)  # a two-class run: its operating point
-    labels = np.arange(len(classes))
-    p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    cm = confusion_matrix(y_true, y_pred, len(classes))
+    tp, s, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    p, r, f = _ratio(tp, predicted), _ratio(tp, s), _ratio(2 * tp, s + predicted)
+    n = int(len(y_true))
     out: dict = {
-        "n": int(len(y_true)),
-        "accuracy": round(float(skm.accuracy_score(y_true, y_pred)), 4),
+        "n": n,
+        "accuracy": round(float(tp.sum() / n) if n else 0.0, 4),
         "per_class": {c: {"precision": round(float(p[i]), 4), "recall": round(float(r[i]), 4),
                           "f1": round(float(f[i]), 4), "support": int(s[i])} for i, c in enumerate(classes)},
-        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "confusion_matrix": cm.tolist(),
     }
-    for avg in ("macro", "weighted"):
-        ap, ar, af, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg,
-                                                            zero_division=0)
-        out[avg] = {"precision": round(float(ap), 4), "recall": round(float(ar), 4), "f1": round(float(af), 4)}
+    weights = {"macro": np.ones(len(classes)), "weighted": s.astype(np.float64)}
+    for avg, w in weights.items():
+        total = w.sum()
+        ap, ar, af = ((float((v * w).sum() / total) if total else 0.0) for v in (p, r, f))
+        out[avg] = {"precision": round(ap, 4), "recall": round(ar, 4), "f1": round(af, 4)}
     k = min(top_k, len(classes) - 1)
     if k >= 2:
-        out[f"top{k}_accuracy"] = round(float(skm.top_k_accuracy_score(y_true, probs, k=k, labels=labels)), 4)
+        out[f"top{k}_accuracy"] = round(top_k_accuracy(y_true, probs, k), 4)
     if len(classes) == 2 and len(np.unique(y_true)) == 2:
-        out["roc_auc"] = round(float(skm.roc_auc_score(y_true, probs[:, 1])), 4)
+        from sklearn.metrics import roc_auc_score
+
+        out["roc_auc"] = round(float(roc_auc_score(y_true, probs[:, 1])), 4)
     return out
 
 
@@ -77,17 +103,11 @@ def format_report(rep: dict, classes: list[str]) -> str:
 
 def plot_confusion_matrix(cm, classes: list[str], path, title: str = "") -> None:
     """Confusion matrix as a PNG (row-normalised colours, counts written in the cells), written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ._io import atomic_write
-
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     size = max(4.0, 0.6 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = _figure(figsize=(size + 1, size))
+    ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
@@ -101,25 +121,29 @@ def plot_confusion_matrix(cm, classes: list[str], path, title: str = "") -> None
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
-def _figure():
-    import matplotlib
+def _figure(**kw):
+    """A matplotlib Figure on the Agg canvas: no pyplot, so no global figure list and no GUI backend."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return Figure(layout="tight", **kw)
 
-    return plt
+
+def _save(fig, path, dpi: int = 100) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ._io import atomic_write
+
+    FigureCanvasAgg(fig)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 
 
 def plot_roc_pr(y_true, p_pos, positive: str, threshold: float, path, title: str = "") -> None:
     """ROC and precision-recall curves side by side, the operating point marked on both (PNG, atomic)."""
-    from ._io import atomic_write
+    from sklearn import metrics as skm
 
-    plt = _figure()
     y = np.asarray(y_true, bool)
     p = np.asarray(p_pos, np.float64)
     fpr, tpr, _ = skm.roc_curve(y, p)
@@ -128,7 +152,8 @@ def plot_roc_pr(y_true, p_pos, positive: str, threshold: float, path, title: str
     tp, fp, fn, tn = (y & pred).sum(), (~y & pred).sum(), (y & ~pred).sum(), (~y & ~pred).sum()
     sens, spec = tp / max(tp + fn, 1), tn / max(tn + fp, 1)
     ppv = tp / (tp + fp) if tp + fp else float("nan")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.4))
+    fig = _figure(figsize=(10, 4.4))
+    a, b = fig.subplots(1, 2)
     a.plot(fpr, tpr, lw=1.5, label=f"ROC (AUC {skm.roc_auc_score(y, p):.3f})")
     a.plot([0, 1], [0, 1], ls=":", c="grey")
     a.scatter([1 - spec], [sens], c="crimson", zorder=3, label=f"p >= {threshold:.3g}: sens {sens:.3f}, spec {spec:.3f}")
@@ -143,18 +168,14 @@ def plot_roc_pr(y_true, p_pos, positive: str, threshold: float, path, title: str
     b.legend(loc="lower left", fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_reliability(curves: dict, path, title: str = "") -> None:
     """Reliability diagram: observed frequency against predicted probability per bin, one line per entry of
     `curves` ({label: cnnkit.decision.reliability(...)}) with its ECE in the label (PNG, atomic)."""
-    from ._io import atomic_write
-
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = _figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ls=":", c="grey", label="perfectly calibrated")
     for label, r in curves.items():
         pts = [(c, f) for c, f in zip(r["confidence"], r["frequency"]) if c is not None]
@@ -167,6 +188,4 @@ def plot_reliability(curves: dict, path, title: str = "") -> None:
     ax.legend(loc="upper left", fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    _save(fig, path)

@@ -89,3 +89,49 @@ def test_the_checker_finds_a_cycle():
     graph = _graph()
     assert "cnnkit.run.predictor" in graph["cnnkit.api"] or "cnnkit.run" in graph["cnnkit.api"]
     assert "cnnkit.data.dataset" in graph["cnnkit.data"]  # edges are found
+
+
+# --- what a command imports: `cnnkit --help` no torch, training nothing it does not use -----------------------
+HEAVY = ("torch", "numpy", "matplotlib", "sklearn", "scipy", "pandas", "captum", "fastapi", "uvicorn", "onnx",
+         "onnxruntime", "openvino", "torchvision", "skimage", "pydicom")
+
+
+def _imported_after(code: str) -> set[str]:
+    """The HEAVY packages in sys.modules after running `code` in a fresh interpreter."""
+    import json
+    import subprocess
+    import sys
+
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_help_imports_no_torch():
+    # what `cnnkit --help` runs: every command's name and help, none of their flags
+    code = "import cnnkit\nfrom cnnkit.cli import build_parser\nbuild_parser(['--help']).format_help()"
+    assert _imported_after(code) == set()
+
+
+def test_training_imports_only_what_it_uses():
+    # `cnnkit train`'s path up to the first step: its flags, the API, the trainer, the models and the data layer
+    code = ("from cnnkit.cli import build_parser\n"
+            "args = build_parser(['train']).parse_args(['train', '--data', 'fashion-mnist:DIR', '--preset', 'fast'])\n"
+            "import cnnkit.api, cnnkit.engine.trainer, cnnkit.data.sources, cnnkit.models\n"
+            "cnnkit.models.create_model('fastcnn', in_channels=1, num_classes=10, input_size=(28, 28))")
+    assert _imported_after(code) == {"torch", "numpy"}
+
+
+def test_the_flat_api_is_there_when_asked():
+    import cnnkit
+
+    assert {"train", "create_model", "Trainer", "summarize"} <= set(dir(cnnkit)) and "train" in cnnkit.__all__
+    assert cnnkit.create_model("simplecnn").__class__.__name__ == "SimpleCNN"
+    from cnnkit import Predictor, load_data  # noqa: F401 - `from cnnkit import NAME` resolves too
+    try:
+        cnnkit.no_such_name
+    except AttributeError as e:
+        assert "no_such_name" in str(e)
+    else:
+        raise AssertionError("an unknown name must raise AttributeError")

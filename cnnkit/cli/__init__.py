@@ -63,6 +63,8 @@ class _Parser(argparse.ArgumentParser):
         ns, extras = self.parse_known_args(args, namespace)
         if extras:
             sub = _SUBPARSERS.get(getattr(ns, "command", None) or "")
+            if sub is None:  # no command: the hint may be any command's flag
+                _add_all_arguments()
             known = [s for p in ([self, sub] if sub else [self, *_SUBPARSERS.values()])
                      for a in p._actions for s in a.option_strings]
             hints = []
@@ -102,6 +104,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 _SUBPARSERS: dict[str, argparse.ArgumentParser] = {}  # every command's parser, for the "did you mean"
+_PENDING: dict[str, tuple] = {}  # commands whose flags are not added yet: name -> (module, parser)
 
 
 def _commands() -> list:
@@ -112,7 +115,33 @@ def _commands() -> list:
     return mods
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_arguments(mod, p: argparse.ArgumentParser) -> None:
+    mod.add_arguments(p)
+    # also after the command name; SUPPRESS: absent there, so it does not undo a --debug given before it
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    _SUBPARSERS[mod.NAME] = p
+
+
+def _add_all_arguments() -> None:
+    for name, (mod, p) in list(_PENDING.items()):
+        del _PENDING[name]
+        _add_arguments(mod, p)
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command named in `argv`: its first word that is not a flag (the global flags take no value)."""
+    for a in argv:
+        if a == "--":
+            return None
+        if not a.startswith("-"):
+            return a
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; given the `argv` to parse, only the command it names gets its flags (the
+    others their name and help): a command's flags can cost imports (train's come from TrainConfig), which
+    `cnnkit --help` and the other commands need not pay."""
     parser = _Parser(prog="cnnkit", description="Convolutional neural networks: train, evaluate, explain.")
     from .._version import __version__
 
@@ -121,13 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an unexpected error prints its full traceback (default: one line, the traceback "
                              "in a log file)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    wanted = _command_in(argv) if argv is not None else None
+    _SUBPARSERS.clear()
+    _PENDING.clear()
     for mod in _commands():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
-        mod.add_arguments(p)
-        # also after the command name; SUPPRESS: absent there, so it does not undo a --debug given before it
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         p.set_defaults(_run=mod.run)
-        _SUBPARSERS[mod.NAME] = p
+        if argv is None or mod.NAME == wanted:
+            _add_arguments(mod, p)
+        else:
+            _PENDING[mod.NAME] = (mod, p)
     return parser
 
 
@@ -305,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = _wants_debug(argv)
     command, args = "cnnkit", None
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # a bad flag: its line is printed; the status is returned, as for other errors

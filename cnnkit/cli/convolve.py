@@ -14,11 +14,12 @@ import argparse
 NAME = "convolve"
 HELP = "convolve an image (or a scikit-image sample photo) with a kernel; write the feature map as a PNG"
 
-from ..data.samples import SAMPLES
 from ._common import out_file, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..data.samples import SAMPLES  # here: importing cnnkit.data costs torch, which `cnnkit --help` need not pay
+
     p.add_argument("image", metavar="IMAGE|SAMPLE",
                    help=f"an image file, or a scikit-image sample: {', '.join(SAMPLES)}")
     p.add_argument("--kernel", required=True, metavar="NAME|MATRIX",
@@ -39,6 +40,7 @@ def load_gray(spec: str):
 
     import numpy as np
 
+    from ..data.samples import SAMPLES
     from ..errors import CnnkitError, UnknownNameError
 
     if os.path.isfile(spec):

@@ -6,7 +6,9 @@ channels of each layer most. With `--shift DX,DY`, equivariance: each layer's ma
 the original map shifted, before and after pooling (`cnnkit.explain.equivariance`).
 
 The class activation map: `--method auto` picks it from the model's head (Grad-CAM, which is CAM, for a
-global-pool head; HiResCAM for flatten + linear), or name one. Its deletion and insertion scores (Petsiuk et
+global-pool head; HiResCAM for flatten + linear), or name one. For a flatten head each method's layer is
+chosen on validation images (the run's own, or --data's; `attribution.choose_layers`), and a method faithful at
+no stage is declined with the numbers that say why. Its deletion and insertion scores (Petsiuk et
 al. 2018) are printed beside a random order's; a map with no positive evidence is labelled blank, never
 drawn as an explanation. `--sanity`: Adebayo et al.'s cascading model randomisation, as a table and a verdict.
 """
@@ -35,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the class the map explains, by name or index (default: the predicted class)")
     p.add_argument("--method", default="auto", choices=CHOICES,
                    help="class activation map: auto (from the head: Grad-CAM = CAM for a global-average-pool head, "
-                        "HiResCAM for flatten + linear), gradcam, hirescam, gradcam++ or layercam (default auto)")
+                        "HiResCAM for flatten + linear), gradcam, hirescam, gradcam++ or layercam (default auto); for a "
+                        "flatten head, at the stage chosen on validation images, or declined with the measured reason")
     p.add_argument("--compare", action="store_true",
                    help="also score the other methods' maps by deletion and insertion, for this image")
     p.add_argument("--no-faithfulness", dest="faithfulness", action="store_false",
@@ -90,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"{LABELS[cam['method']]} at {cam['layer']} ({cam['head']} head) for '{printable(cam['class'])}' "
           f"(probability {cam['probability']:.4f})")
+    print(f"  layer: {cam['layer_choice']['reason']}")
+    for m, why in cam.get("declined", {}).items():
+        print(f"  {why}")
     if cam["blank"]:
         print(f"  {cam['reason']}")
     f = cam.get("faithfulness")
@@ -98,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  deletion {f['deletion']:.3f} (random order {r['deletion']:.3f}; lower is better), insertion "
               f"{f['insertion']:.3f} (random {r['insertion']:.3f}; higher is better): {f['verdict']}")
         for m, v in f["methods"].items():
-            if m != cam["method"]:
-                print(f"  {LABELS[m]:<11} deletion {v['deletion']:.3f}, insertion {v['insertion']:.3f}")
+            if m != cam["method"] and not v.get("declined"):
+                print(f"  {LABELS[m]:<11} at {v['layer']}: deletion {v['deletion']:.3f}, insertion {v['insertion']:.3f}")
     filters = info["filters"]
     print(f"first-layer filters ({filters['layer']}): {filters['verdict']}")
     print("  best cosine to each hand-made kernel: " + ", ".join(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..ops.scratch import DEFAULTS
 from ._common import nonneg_float, positive_float, positive_int, seed
 
 NAME = "scratch-train"
@@ -12,6 +11,8 @@ HELP = "train a small CNN on scikit-learn's digits with cnnkit's NumPy ops: hand
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..ops.scratch import DEFAULTS
+
     d = DEFAULTS
     p.add_argument("--epochs", type=positive_int, default=d["epochs"], help=f"passes over the data (default: {d['epochs']})")
     p.add_argument("--lr", type=positive_float, default=d["lr"],

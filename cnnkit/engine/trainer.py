@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..data.dataset import ImageData, Split
 from ..data.transforms import augment
 from ..decision import class_weights, resolve_balance
+from .._device import cpu_info, pick_precision
 from .._io import NoSpaceError
 from ..errors import CnnkitError
 from ..models import create_model
@@ -95,12 +96,14 @@ class Trainer:
         self.rank, self.world = ddp.world()
         self.is_main = self.rank == 0
         self.device = ddp.rank_device(self.cfg.device, self.env if self.world > 1 else ddp.DistEnv())
-        # On a GPU: bf16 autocast (tensor cores), and the uint8 data set moved to the GPU once, so batches
-        # never cross PCIe. On a CPU, fp32: bf16 was measured 7x slower on AVX2 CPUs without AMX.
-        self.autocast = self.device.type == "cuda"
+        # bf16 autocast where it is faster (--precision auto: a GPU, or a CPU with bf16 instructions; on AVX2
+        # CPUs bf16 is emulated and was measured 7x slower). On a GPU the uint8 data set is moved there once, so
+        # batches never cross PCIe.
+        self.precision, self.precision_reason = pick_precision(self.cfg.precision, self.device)
+        self.autocast = self.precision == "bf16"
         on_device = lambda s: Split(s.y.to(self.device), s.keys, x=s.x.to(self.device), paths=s.paths,  # noqa: E731
                                     origin=s.origin) if s.in_memory else s
-        self.train_split, self.val_split = (on_device(data.train), on_device(data.val)) if self.autocast \
+        self.train_split, self.val_split = (on_device(data.train), on_device(data.val)) if self.device.type == "cuda" \
             else (data.train, data.val)
         torch.manual_seed(self.cfg.seed)
         # pretrained weights are read for a new run; a resumed one has its own in train_state.pt
@@ -350,7 +353,8 @@ class Trainer:
         out = []
         for xb, yb in split.batches(batch_size, order):
             x, _ = self._prepare(xb, yb, train=False)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            # on a CPU, evaluated in fp32 as predict and evaluate run it (the val_acc saved is the one they see)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast and self.device.type != "cpu"):
                 out.append(self.model(x).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.data.classes))
 
@@ -381,6 +385,9 @@ class Trainer:
             "train": self.cfg.to_dict(),
             "metrics": {"best_epoch": self.best_epoch, **{k: v for k, v in best.items() if k != "epoch"}},
             "best_rule": self.BEST_RULE,
+            # what trained it (the config keeps --precision as asked, auto, so a resume chooses for its machine)
+            "trained_on": {"device": str(self.device), "precision": self.precision, "processes": self.world,
+                           **({"cpu": cpu_info()["name"]} if self.device.type == "cpu" else {})},
             "created": datetime.now().isoformat(timespec="seconds"),
             **({"pretrained": self.pretrained_info} if self.pretrained_info else {}),
         }

@@ -23,6 +23,14 @@ permuted: ResNet's GAP + fc) makes Grad-CAM exactly CAM (Zhou et al. 2016) up to
 any other head (flatten + linear: simplecnn, fastcnn) gets `AUTO_FLATTEN`, chosen by deletion/insertion
 on validation images (bench/explain_quality.py).
 
+The layer (`choose_layers`). For a global-pool head, the last stage: there Grad-CAM is CAM, exact. For any
+other head no layer is right by construction (the channel-averaged gradient of Grad-CAM, Grad-CAM++ and
+LayerCAM's weighting assume a gradient that does not depend on position, which a flatten + linear head
+breaks), so it is measured, on the model's own validation images: each method goes to the stage (with more
+than one position) whose maps have the best mean insertion − deletion (faithfulness.py), among the stages
+where they beat a random order on both scores by more than two paired standard errors; where no stage does,
+the method is declined for that model, with the numbers that say why.
+
 A map with no positive evidence (ReLU of a map that is <= 0 everywhere) is never shown as if it were an
 explanation: `blank` is set with a reason, and `signed` holds the map before the ReLU (scaled by its largest
 magnitude, sign kept: what raises the score > 0, what lowers it < 0), which the figures draw instead.
@@ -45,6 +53,10 @@ LABELS = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM", "gradcam++": "Grad-CAM+
 #: validation images (bench/explain_quality.py, bench/results/explain_quality.json)
 AUTO_FLATTEN = "hirescam"
 AUTO_POOLED = "gradcam"  # == CAM for a GAP + linear head: exact, and nothing to choose
+RULE_IMAGES = 64  # validation images (a seeded sample) on which `choose_layers` measures each stage
+RULE_STEPS = 10  # deletion/insertion steps there (bench/explain_quality.py uses the same)
+RULE = ("the stage whose maps have the best mean insertion − deletion on validation images, among those that beat "
+        "a random order on both scores by more than 2 paired standard errors; none: the method is declined")
 
 
 @dataclass
@@ -251,3 +263,103 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | N
     reasons = [blank_reason(method, layer, names[t], up[k]) for k, t in enumerate(targets)]  # as shown
     return Attribution(method, layer, head, cam, signed, raw, list(targets), probs,
                        [r is not None for r in reasons], reasons)
+
+
+@dataclass
+class LayerChoice:
+    """Where `method` is applied for a model (`choose_layers`), or why it is declined (`layer` None)."""
+    method: str
+    layer: str | None  # None: declined for this model
+    head: str
+    reason: str  # one line: how the layer was chosen, or the measured reason for declining
+    images: int = 0  # validation images measured (0: nothing to measure, e.g. a global-pool head)
+    random: dict | None = None  # the random order's mean deletion and insertion on those images
+    stages: dict = field(default_factory=dict)  # stage → deletion, insertion, their paired SEs vs random, beats
+
+    @property
+    def declined(self) -> bool:
+        return self.layer is None
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "layer": self.layer, "declined": self.declined, "head": self.head,
+                "reason": self.reason, "images": self.images, "random": self.random, "stages": self.stages,
+                "rule": RULE if self.images else None}
+
+
+def _fmt_stage(name: str, v: dict) -> str:
+    return f"{name} {v['deletion']:.3f}/{v['insertion']:.3f}"
+
+
+def choose_layers(model: nn.Module, x: torch.Tensor, methods: Sequence[str] = METHODS, *,
+                  steps: int = RULE_STEPS, seed: int = 0) -> dict[str, LayerChoice]:
+    """For each of `methods`, the layer where it is faithful for this model, measured on `x` (normalised
+    validation images, N×C×H×W; each map explains the image's predicted class); see the module docstring.
+
+    >>> from cnnkit import create_model
+    >>> m = create_model('resnet18', in_channels=1, input_size=(28, 28))
+    >>> choose_layers(m, torch.randn(4, 1, 28, 28), ['layercam'])['layercam'].layer
+    'layer4'
+    """
+    import numpy as np
+
+    from . import faithfulness as fa
+    from .features import stage_maps
+
+    for m in methods:
+        resolve_method(m, "spatial")  # a typo fails here, named
+    was = model.training
+    model.eval()
+    try:
+        last, _ = _resolve_layer(model, x, None)
+        head = head_kind(model, x, last)
+        if head == "global-pool":
+            why = "a global-pool head: the last stage, where Grad-CAM is CAM (exact)"
+            return {m: LayerChoice(m, last, head, f"{LABELS[m]} at {last}: {why}") for m in methods}
+        shapes = stage_maps(model, x[:1], list(model.stage_names))
+        stages = [s for s in model.stage_names if s in shapes and shapes[s].dim() == 4
+                  and shapes[s].shape[-1] * shapes[s].shape[-2] > 1]
+        with torch.no_grad():
+            targets = model(x).argmax(1).tolist()
+        rnd = fa.deletion_insertion(model, x, None, targets, steps=steps, seed=seed + 1)
+        n = len(x)
+        random = {"deletion": round(float(rnd.deletion.mean()), 4), "insertion": round(float(rnd.insertion.mean()), 4)}
+        out = {}
+        for m in methods:
+            scored = {}
+            for s in stages:
+                a = attribute(model, x, targets, method=m, layer=s, head=head)
+                sc = fa.deletion_insertion(model, x, a.signed, targets, steps=steps, seed=seed)
+                dd, di = sc.deletion - rnd.deletion, sc.insertion - rnd.insertion
+                se_d = float(dd.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+                se_i = float(di.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+                scored[s] = {"deletion": round(float(sc.deletion.mean()), 4),
+                             "insertion": round(float(sc.insertion.mean()), 4),
+                             "ins_minus_del": round(float((sc.insertion - sc.deletion).mean()), 4),
+                             "deletion_se": round(se_d, 4), "insertion_se": round(se_i, 4),
+                             "beats_random": bool(dd.mean() + 2 * se_d < 0 and di.mean() - 2 * se_i > 0)}
+            ok = [s for s in stages if scored[s]["beats_random"]]
+            label = LABELS[m]
+            if ok:
+                best = max(ok, key=lambda s: scored[s]["ins_minus_del"])
+                v = scored[best]
+                reason = (f"{label} at {best}: chosen on {n} validation images, deletion {v['deletion']:.3f} "
+                          f"(random {random['deletion']:.3f}), insertion {v['insertion']:.3f} (random "
+                          f"{random['insertion']:.3f}); the best of {len(ok)} of {len(stages)} stages that beat "
+                          "a random order")
+                out[m] = LayerChoice(m, best, head, reason, n, random, scored)
+            else:
+                reason = (f"{label} is declined for this model: on {n} validation images its maps beat a random "
+                          f"order on both deletion and insertion (by > 2 standard errors) at none of its stages "
+                          f"(deletion/insertion: " + ", ".join(_fmt_stage(s, scored[s]) for s in stages)
+                          + f"; random {random['deletion']:.3f}/{random['insertion']:.3f})")
+                out[m] = LayerChoice(m, None, head, reason, n, random, scored)
+        return out
+    finally:
+        model.train(was)
+
+
+def default_choice(model: nn.Module, x: torch.Tensor, method: str, why: str) -> LayerChoice:
+    """The layer when there are no validation images to measure on: the last stage, saying why."""
+    layer, _ = _resolve_layer(model, x, None)
+    return LayerChoice(method, layer, head_kind(model, x, layer),
+                       f"{LABELS[method]} at {layer}, the last stage: not chosen on validation images ({why})")

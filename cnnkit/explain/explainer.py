@@ -54,8 +54,8 @@ def _load_patch_data(sub: Predictor, spec: str, max_images: int) -> tuple[torch.
     from ..data.sources import parse_spec
     from ..run.predictor import is_own_data, load_run_data
 
-    own = sub.trained and is_own_data(sub, spec)
-    files = parse_spec(spec)[0] in ("folder", "csv")
+    own = sub.trained and (spec is None or is_own_data(sub, spec))  # None: the run's own data
+    files = spec is not None and parse_spec(spec)[0] in ("folder", "csv")
     if own:
         ds = load_run_data(sub)  # the run's own split
     else:  # files decoded once at the model's size; arrays at their own size, and only the sample resized
@@ -71,25 +71,69 @@ def _load_patch_data(sub: Predictor, spec: str, max_images: int) -> tuple[torch.
     return x, f"{ds.name} {split}"
 
 
-def _faithfulness(model: torch.nn.Module, x: torch.Tensor, a, compare: bool, randoms: int = 4) -> dict:
-    """Deletion and insertion of the map (and, with `compare`, of the other methods) against the mean of
-    `randoms` random orders, for one image."""
+def _rule_images(sub: Predictor, data: str | None) -> tuple[torch.Tensor | None, str]:
+    """Normalised validation images on which `attribution.choose_layers` measures the layer (`--data`'s, else
+    the run's own split; a seeded sample), or None and why there are none."""
+    from .attribution import RULE_IMAGES
+
+    if not sub.trained:
+        return None, "an untrained model: no validation images"
+    try:
+        images, where = _load_patch_data(sub, data, RULE_IMAGES)
+    except (CnnkitError, OSError) as e:
+        return None, f"its data could not be read: {str(e).splitlines()[0][:200]}"
+    if not where.endswith(" val"):
+        return None, f"{where.rsplit(' ', 1)[0]} has no validation split"
+    return sub.prepare(images), where
+
+
+def layer_choices(sub: Predictor, x: torch.Tensor, method: str = "auto", data: str | None = None,
+                  compare: bool = False) -> dict:
+    """`attribution.choose_layers` for the method asked (`auto` resolved from the head; first in the dict), and
+    with `compare` every method: measured on validation images (`data`'s, else the run's own: the same seeded
+    sample every caller gets) for a flatten head, the last stage for a global-pool head. `x`: one normalised
+    image (its shape and the head are read from it). report.html and the server should take their layers here."""
+    from .attribution import METHODS, choose_layers, default_choice, head_kind, resolve_method
+
+    head = head_kind(sub.model, x)
+    want = resolve_method(method, head)
+    methods = [want] + [m for m in METHODS if m != want] if compare else [want]
+    if head == "global-pool":
+        return choose_layers(sub.model, x, methods)
+    xv, why = _rule_images(sub, data)
+    if xv is None:
+        return {m: default_choice(sub.model, x, m, why) for m in methods}
+    return choose_layers(sub.model, xv, methods)
+
+
+def _faithfulness(model: torch.nn.Module, x: torch.Tensor, a, compare: bool, choices: dict | None = None,
+                  randoms: int = 4) -> dict:
+    """Deletion and insertion of the map (and, with `compare`, of the other methods, each at its chosen layer
+    or declined with its reason) against the mean of `randoms` random orders, for one image."""
     from . import faithfulness as fa
     from .attribution import METHODS, attribute
 
-    scores = {a.method: fa.deletion_insertion(model, x, a.signed, a.target).summary()}
+    scores = {a.method: {**fa.deletion_insertion(model, x, a.signed, a.target).summary(), "layer": a.layer}}
+    declined = {}
     if compare:
         for m in METHODS:
-            if m != a.method:
-                b = attribute(model, x, a.target, method=m, layer=a.layer, head=a.head)
-                scores[m] = fa.deletion_insertion(model, x, b.signed, b.target).summary()
+            if m == a.method:
+                continue
+            c = (choices or {}).get(m)
+            if c is not None and c.declined:
+                declined[m] = {"declined": True, "reason": c.reason}
+                continue
+            layer = c.layer if c is not None else a.layer
+            b = attribute(model, x, a.target, method=m, layer=layer, head=a.head)
+            scores[m] = {**fa.deletion_insertion(model, x, b.signed, b.target).summary(), "layer": layer}
     r = fa.deletion_insertion(model, x.expand(randoms, *x.shape[1:]), None, a.target * randoms)
     rnd = {"deletion": round(float(r.deletion.mean()), 4), "insertion": round(float(r.insertion.mean()), 4),
            "orders": randoms}
     own = scores[a.method]
     return {"deletion": own["deletion"], "insertion": own["insertion"], "random": rnd,
-            "verdict": fa.verdict(own, rnd), "methods": {k: {"deletion": v["deletion"], "insertion": v["insertion"]}
-                                                         for k, v in scores.items()},
+            "verdict": fa.verdict(own, rnd),
+            "methods": {**{k: {"deletion": v["deletion"], "insertion": v["insertion"], "layer": v["layer"]}
+                           for k, v in scores.items()}, **declined},
             "deletion_baseline": fa.DELETION_BASELINE, "insertion_baseline": fa.INSERTION_BASELINE,
             "note": "deletion: area under p(class) as the top pixels are removed (lower is better); insertion: as "
                     "they are added to the blurred image (higher is better); Petsiuk et al. 2018"}
@@ -111,7 +155,9 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
             faithfulness: bool = True, compare: bool = False, sanity: bool = False) -> dict:
     """Write the explanation images for one image to `out`; return what was found and the files written.
     `shift` (dx, dy): also measure and draw equivariance (`equivariance.py`), in result['equivariance'].
-    `method`: the class activation map (`attribution.CHOICES`; auto: from the model's head). `faithfulness`:
+    `method`: the class activation map (`attribution.CHOICES`; auto: from the model's head), at the layer
+    `attribution.choose_layers` picks (for a flatten head: on validation images, `data`'s or the run's own;
+    a method faithful at no stage is refused with the measured reason). `faithfulness`:
     its deletion and insertion scores against random orders (`faithfulness.py`); `compare`: the other
     methods' scores too; `sanity`: Adebayo et al.'s cascading model randomisation (`sanity.py`)."""
     from . import features as feat
@@ -147,13 +193,22 @@ def explain(source: str | Path, image: str | Path, out: str | Path, *, layers: S
     # the class activation map for that class unless --target names another
     probs = sub.probs(torch.from_numpy(img)[None])[0]
     pred = int(sub.decide(probs[None])[0])
-    a = attribute(sub.model, x, pred if target_idx is None else target_idx, method=method, classes=sub.classes)
+    # the map's layer: the last stage for a global-pool head; for a flatten head, chosen on validation images
+    # (attribution.choose_layers), where a method that is faithful at no stage is declined, before anything is drawn
+    choices = layer_choices(sub, x, method, data, compare)
+    chosen = next(iter(choices.values()))
+    if chosen.declined:
+        raise CnnkitError(f"--method {method}: {chosen.reason}; use --method auto or another method")
+    a = attribute(sub.model, x, pred if target_idx is None else target_idx, method=chosen.method, layer=chosen.layer,
+                  head=chosen.head, classes=sub.classes)
     tgt = a.target[0]
     top = probs.topk(min(5, len(probs)))
     cam_info = {"layer": a.layer, "class": sub.classes[tgt], "index": tgt, "probability": round(float(probs[tgt]), 6),
-                **a.info(0)}
+                **a.info(0), "layer_choice": chosen.to_dict()}
+    if compare:
+        cam_info["declined"] = {m: c.reason for m, c in choices.items() if c.declined}
     if faithfulness:
-        cam_info["faithfulness"] = _faithfulness(sub.model, x, a, compare)
+        cam_info["faithfulness"] = _faithfulness(sub.model, x, a, compare, choices)
     cam_title = (f"{label}: {a.label} at {a.layer} for class '{sub.classes[tgt]}' (p = {float(probs[tgt]):.3f})"
                  + ("" if tgt == pred else f"; predicted '{sub.classes[pred]}' (p = {float(probs[pred]):.3f})")
                  + (f"\n{a.reasons[0]}" if a.blank[0] else "") + _faith_line(cam_info.get("faithfulness")))

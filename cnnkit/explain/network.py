@@ -3,15 +3,18 @@
 `network_view(pred)` describes the network once: its stages (shape, receptive field, the convolution whose
 kernels made each stage's channels), the first layer's filters beside the lessons' hand-made kernels.
 `inspect(pred, image)` runs one image: the calibrated top-k, each stage's most active feature maps (PNG and
-numbers) with their kernels, and the class activation map's overlay (method auto, `attribution.py`; a blank
-map is flagged with its reason and its signed map). `explanation` is the TorchServe-style answer,
-and `convolve_view` the lesson's convolution on a small grid, by the NumPy `conv2d` of `cnnkit.ops`.
+numbers) with their kernels, and the class activation map's overlay (method auto, `attribution.py`, at the layer
+`explainer.layer_choices` picks: measured on validation images for a flatten head, once per loaded model and
+kept; a blank map is flagged with its reason and its signed map; a declined method answers its reason).
+`explanation` is the TorchServe-style answer, and `convolve_view` the lesson's convolution on a small grid, by the NumPy `conv2d` of `cnnkit.ops`.
 Everything here reads a Predictor and changes no model state.
 """
 from __future__ import annotations
 
 import base64
 import io
+import threading
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -144,15 +147,41 @@ def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.nd
     return np.clip(np.rint((1 - alpha) * base + alpha * heat), 0, 255).astype(np.uint8)
 
 
-def _gradcam(pred, x: np.ndarray, target: int | None, method: str = "auto") -> dict:
-    """The class activation map (`attribution.attribute`, method auto: from the head) of one image, with
-    `blank` and its reason where there is no positive evidence, and the signed map to show instead."""
-    from .attribution import attribute
+# model → {method: LayerChoice}: `explainer.layer_choices` measures a flatten head's stages on validation images
+# (seconds), so once per loaded model and method; weak, so a model let go takes its entry with it
+_CHOICES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_CHOICES_LOCK = threading.Lock()
 
-    a = attribute(pred.model, pred.prepare(torch.from_numpy(x)[None]), target, method=method, classes=pred.classes)
+
+def layer_choice(pred, x: torch.Tensor, method: str = "auto"):
+    """`explainer.layer_choices(pred, x, method)`'s choice for `method` (`auto` resolved), computed once per
+    loaded model and method and kept. `x`: one normalised image (its shape and the head are read from it)."""
+    from .explainer import layer_choices
+
+    with _CHOICES_LOCK:  # one measurement per model, even when two requests ask at once
+        kept = _CHOICES.setdefault(pred.model, {})
+        if method not in kept:
+            choice = next(iter(layer_choices(pred, x, method).values()))
+            kept[method] = kept[choice.method] = choice
+        return kept[method]
+
+
+def _gradcam(pred, x: np.ndarray, target: int | None, method: str = "auto") -> dict:
+    """The class activation map (`attribution.attribute`, method auto: from the head) of one image, at the layer
+    `layer_choice` picks for the model (with the reason it was picked, `layer_reason`), with `blank` and its
+    reason where there is no positive evidence, and the signed map to show instead. A method declined for the
+    model: no map, `declined` and its measured `reason`."""
+    from .attribution import LABELS, attribute
+
+    xt = pred.prepare(torch.from_numpy(x)[None])
+    c = layer_choice(pred, xt, method)
+    if c.declined:
+        return {"declined": True, "method": c.method, "label": LABELS[c.method], "head": c.head, "layer": None,
+                "reason": c.reason, "layer_reason": c.reason}
+    a = attribute(pred.model, xt, target, method=c.method, layer=c.layer, head=c.head, classes=pred.classes)
     return {"target": a.target[0], "class": pred.classes[a.target[0]], "layer": a.layer, "method": a.method,
             "label": a.label, "head": a.head, "blank": a.blank[0], "reason": a.reasons[0],
-            "cam": a.cam[0].numpy(), "signed": a.signed[0].numpy()}
+            "layer_reason": c.reason, "cam": a.cam[0].numpy(), "signed": a.signed[0].numpy()}
 
 
 def signed_overlay(image: np.ndarray, signed: np.ndarray, alpha: float = 0.6) -> np.ndarray:
@@ -167,9 +196,13 @@ def signed_overlay(image: np.ndarray, signed: np.ndarray, alpha: float = 0.6) ->
 
 def _cam_answer(x: np.ndarray, g: dict) -> dict:
     """The map's fields for the page: never a blank picture passed off as an explanation (`overlay` is the
-    map over the image; when blank, `signed_overlay` and `reason` say what there is instead)."""
+    map over the image; when blank, `signed_overlay` and `reason` say what there is instead; a declined method:
+    `declined` and its `reason`, no picture)."""
+    if g.get("declined"):
+        return {k: g[k] for k in ("declined", "method", "label", "head", "layer", "reason", "layer_reason")}
     out = {"class": g["class"], "layer": g["layer"], "method": g["method"], "label": g["label"], "head": g["head"],
-           "blank": g["blank"], "reason": g["reason"], "overlay": data_url(cam_overlay(x, g["cam"]))}
+           "blank": g["blank"], "reason": g["reason"], "layer_reason": g["layer_reason"], "declined": False,
+           "overlay": data_url(cam_overlay(x, g["cam"]))}
     if g["blank"]:
         out["signed_overlay"] = data_url(signed_overlay(x, g["signed"]))
     return out
@@ -177,13 +210,16 @@ def _cam_answer(x: np.ndarray, g: dict) -> dict:
 
 def explanation(pred, x: np.ndarray, target: int | str | None = None, method: str = "auto") -> dict:
     """The class activation map for one uint8 C×H×W image: for `target` (a class name or index), else the
-    decided class. A blank map comes with `blank: true`, a `reason`, the `signed` map and its overlay."""
+    decided class. A blank map comes with `blank: true`, a `reason`, the `signed` map and its overlay; a method
+    declined for the model (`explainer.layer_choices`) with `declined: true` and its `reason`, and no map."""
     from .gradcam import resolve_target
 
     probs = pred.probs(torch.from_numpy(x)[None])
     t = resolve_target(target, pred.classes)
     t = int(pred.decide(probs)[0]) if t is None else t
     g = _gradcam(pred, x, t, method)
+    if g.get("declined"):  # no map: the measured reason instead
+        return {"probability": round(float(probs[0, t]), 6), "target": t, "class": pred.classes[t], **_cam_answer(x, g)}
     out = {"probability": round(float(probs[0, t]), 6), "target": t, **_cam_answer(x, g), "cam": _rounded(g["cam"])}
     if g["blank"]:
         out["signed"] = _rounded(g["signed"])

@@ -31,8 +31,11 @@ BOX_COLOURS = ("#00e5ff", "#ffd400", "#ff3df5", "#4cff4c", "#ff7b00", "#ffffff")
 
 # --- saving -----------------------------------------------------------------------------------------------
 def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes. A figure with a layout engine (constrained, tight) is already laid out to its
+    edges: it is drawn once, not a second time to measure a tight bounding box (half of savefig's cost)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", bbox_inches="tight", pad_inches=0.12)
+    tight = {} if fig.get_layout_engine() is not None else {"bbox_inches": "tight", "pad_inches": 0.12}
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", **tight)
     return buf.getvalue()
 
 
@@ -357,46 +360,169 @@ def curves_figure(history: Sequence[dict]) -> Figure:
     return fig
 
 
-def worst_figure(items: Sequence[dict], *, label: str = "Grad-CAM") -> Figure:
+# --- the report's image panels: drawn with Pillow, not matplotlib (a grid of small images with a label each is
+# pasting and a line of text; matplotlib's axes, layout and text engine cost 20x more for the same picture) ----
+PANEL_TILE = 112  # px: the side of one image in a panel (28×28 → 4×, pixels kept)
+PANEL_MAX_WIDTH = 1180  # px: the report's column width; never wider than a 1280-px window
+
+
+def _font(size: int, bold: bool = False):
+    """DejaVu Sans (matplotlib's font, found without importing matplotlib), else Pillow's own."""
+    import importlib.util
+
+    from PIL import ImageFont
+
+    spec = importlib.util.find_spec("matplotlib")
+    for where in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(where) / "mpl-data" / "fonts" / "ttf" / ("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf")
+        if path.is_file():
+            return ImageFont.truetype(str(path), size)
+    return ImageFont.load_default(size=size)
+
+
+def _tile(img: np.ndarray, side: int = PANEL_TILE):
+    """A uint8 C×H×W image (or an H×W×3 float array in 0…1) as an RGB tile whose longer side is `side`: small
+    images enlarged without smoothing (pixels kept), large ones reduced smoothly."""
+    from PIL import Image
+
+    d = np.asarray(img)
+    if d.dtype != np.uint8:
+        d = np.clip(np.asarray(d, np.float32) * 255 + 0.5, 0, 255).astype(np.uint8)
+    else:
+        d = to_display(d)
+    im = Image.fromarray(d).convert("RGB")
+    scale = side / max(im.size)
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    return im.resize(size, Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS)
+
+
+def _wrap(draw, text: str, font, width: int) -> list[str]:
+    """`text` in lines no wider than `width` px (each of its own lines wrapped at words)."""
+    out = []
+    for para in text.split("\n"):
+        line = ""
+        for word in para.split(" "):
+            trial = f"{line} {word}".strip()
+            if line and draw.textlength(trial, font=font) > width:
+                out.append(line)
+                line = word
+            else:
+                line = trial
+        out.append(line)
+    return out
+
+
+def _canvas(width: int, body: int, title: str, size: int = 14):
+    """A white image `width` wide with `title` wrapped above a `body`-px-high area; (image, draw, body top)."""
+    from PIL import Image, ImageDraw
+
+    font = _font(size)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = _wrap(probe, title, font, width - 24) if title else []
+    head = 10 + len(lines) * (size + 5) + (6 if lines else 0)
+    im = Image.new("RGB", (width, head + body + 10), "white")
+    draw = ImageDraw.Draw(im)
+    for k, line in enumerate(lines):
+        draw.text((width / 2, 10 + k * (size + 5)), line, fill="black", font=font, anchor="mt")
+    return im, draw, head
+
+
+def _png(im) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=3)  # 3: a fifth of level 6's time, a few % larger
+    return buf.getvalue()
+
+
+def _cmap_rgb(values: np.ndarray, name: str, vmin: float, vmax: float) -> np.ndarray:
+    """H×W values → H×W×3 floats in 0…1 through matplotlib's colour map `name` (its table only: no figure)."""
+    import matplotlib
+
+    v = (np.asarray(values, np.float32) - vmin) / max(vmax - vmin, 1e-12)
+    return matplotlib.colormaps[name](np.clip(v, 0, 1))[..., :3]
+
+
+def _map_tile(image: np.ndarray, cam: np.ndarray | None, signed: np.ndarray | None, blank: bool, side: int):
+    """overlay()/cam_panel() as a tile: the map (smoothly enlarged, as imshow's bilinear draws it) over the image
+    (pixels kept); a blank map drawn signed and stamped BLANK."""
+    from PIL import Image
+
+    base = _tile(image, side)
+    use_signed = blank and signed is not None
+    values = signed if use_signed else cam
+    vmin = -1.0 if use_signed else 0.0
+    heat = _cmap_rgb(np.asarray(Image.fromarray(np.asarray(values, np.float32)).resize(base.size,
+                                                                                          Image.Resampling.BILINEAR)),
+                     SIGNED_CMAP if use_signed else CAM_CMAP, vmin, 1.0)
+    gray = np.asarray(base.convert("L"), np.float32)[..., None] / 255
+    alpha = 0.6 if use_signed else 0.5
+    mixed = (1 - alpha) * gray + alpha * heat
+    tile = Image.fromarray(np.clip(mixed * 255 + 0.5, 0, 255).astype(np.uint8))
+    if use_signed:
+        from PIL import ImageDraw
+
+        d, f = ImageDraw.Draw(tile), _font(10, bold=True)
+        text = "BLANK: signed map"
+        w = d.textlength(text, font=f)
+        x0, y1 = (tile.width - w) / 2 - 4, tile.height - 4
+        d.rounded_rectangle((x0, y1 - 16, x0 + w + 8, y1), radius=4, fill=BLANK_COLOUR)
+        d.text((tile.width / 2, y1 - 8), text, fill="white", font=f, anchor="mm")
+    return tile
+
+
+def worst_png(items: Sequence[dict], *, label: str = "Grad-CAM") -> bytes:
     """Two per row: image | the map of the predicted class | the map of the true class; four images per row
     when cam_pred is None (a model with no feature maps, the mlp). Each item: image, cam_pred, cam_true, true,
     pred, p_pred, p_true, loss, and optionally signed_pred/signed_true and blank_pred/blank_true (a blank map
-    is drawn signed and stamped BLANK)."""
+    is drawn signed and stamped BLANK). A PNG (Pillow)."""
     cams = items[0].get("cam_pred") is not None
+    per = 3 if cams else 1
     cols = min(2 if cams else 4, len(items))
+    side = 150 if cams else 180
+    gap, cell_gap = 8, 36
+    cell_w = per * side + (per - 1) * gap
+    width = cols * cell_w + (cols - 1) * cell_gap + 40
     rows = math.ceil(len(items) / cols)
-    fig = Figure(figsize=((6.3 if cams else 2.6) * cols, 2.5 * rows + 0.5), layout="constrained")
-    subs = np.asarray(fig.subfigures(rows, cols, squeeze=False, wspace=0.04, hspace=0.02)).ravel()
-    for sf, it in zip(subs, items):
-        axes = np.atleast_1d(sf.subplots(1, 3 if cams else 1))
-        show_image(axes[0], it["image"])
-        probs = f"p({it['pred']}) {it['p_pred']:.2f}, p({it['true']}) {it['p_true']:.2f}"
-        axes[0].set_title("image" if cams else probs, fontsize=9)
+    cell_h = 22 + 18 + side + 14
+    title = (f"misclassified validation images (highest loss first), with {label} for the predicted (red) and the "
+             "true class (green)" if cams else "misclassified validation images (highest loss first)")
+    im, draw, top = _canvas(width, rows * cell_h, title)
+    big, small = _font(13), _font(11)
+    for k, it in enumerate(items):
+        r, c = divmod(k, cols)
+        x0, y0 = 20 + c * (cell_w + cell_gap), top + r * cell_h
+        draw.text((x0 + cell_w / 2, y0), f"true {it['true']}, predicted {it['pred']}: loss {it['loss']:.2f}",
+                  fill="black", font=big, anchor="mt")
+        tiles = [(_tile(it["image"], side), "image" if cams else
+                  f"p({it['pred']}) {it['p_pred']:.2f}, p({it['true']}) {it['p_true']:.2f}", "black")]
         if cams:
-            for ax, key, who, colour in ((axes[1], "pred", it["pred"], "#c00000"), (axes[2], "true", it["true"], "#006400")):
-                cam_panel(ax, it["image"], it[f"cam_{key}"], it.get(f"signed_{key}"), bool(it.get(f"blank_{key}")))
-                ax.set_title(f"for {who} (p {it[f'p_{key}']:.2f})", fontsize=9, color=colour)
-        for ax in axes:
-            _off(ax)
-        sf.suptitle(f"true {it['true']}, predicted {it['pred']}: loss {it['loss']:.2f}", fontsize=10.5)
-    for sf in subs[len(items):]:
-        sf.set_visible(False)
-    _title(fig, f"misclassified validation images (highest loss first), with {label} for the predicted (red) and "
-                "the true class (green)" if cams else "misclassified validation images (highest loss first)")
-    return fig
+            for key, who, colour in (("pred", it["pred"], "#c00000"), ("true", it["true"], "#006400")):
+                tiles.append((_map_tile(it["image"], it[f"cam_{key}"], it.get(f"signed_{key}"),
+                                        bool(it.get(f"blank_{key}")), side),
+                              f"for {who} (p {it[f'p_{key}']:.2f})", colour))
+        for j, (tile, caption, colour) in enumerate(tiles):
+            tx = x0 + j * (side + gap)
+            draw.text((tx + side / 2, y0 + 22), caption, fill=colour, font=small, anchor="mt")
+            im.paste(tile, (int(tx + (side - tile.width) / 2), y0 + 40))
+    return _png(im)
 
 
-def batch_figure(images: np.ndarray, labels: Sequence[str], *, title: str, cols: int = 8) -> Figure:
-    """A training batch as the model saw it (uint8 N×C×H×W, augmentations applied), each with its label."""
+def batch_png(images: np.ndarray, labels: Sequence[str], *, title: str, cols: int = 8) -> bytes:
+    """A training batch as the model saw it (uint8 N×C×H×W, augmentations applied), each image with its label,
+    framed: a PNG (Pillow)."""
     n = len(images)
+    cols = max(1, min(cols, n))
+    side = min(PANEL_TILE, (PANEL_MAX_WIDTH - 40) // cols - 14)
+    cell_w, cell_h = side + 14, side + 24
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(1.35 * cols, 1.5 * rows + 0.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax, img, lab in zip(axes, images, labels):
-        show_image(ax, img)
-        ax.set_title(str(lab), fontsize=8, pad=2)
-        _off(ax, frame="#999999")
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    _title(fig, title, fontsize=10)
-    return fig
+    width = cols * cell_w + 40
+    im, draw, top = _canvas(width, rows * cell_h, title, size=13)
+    font = _font(11)
+    for k, (img, lab) in enumerate(zip(images, labels)):
+        r, c = divmod(k, cols)
+        x0, y0 = 20 + c * cell_w + 7, top + r * cell_h
+        tile = _tile(img, side)
+        draw.text((x0 + side / 2, y0 + 2), str(lab), fill="black", font=font, anchor="mt")
+        tx, ty = int(x0 + (side - tile.width) / 2), y0 + 18
+        im.paste(tile, (tx, ty))
+        draw.rectangle((tx - 1, ty - 1, tx + tile.width, ty + tile.height), outline="#999999")
+    return _png(im)

@@ -2,9 +2,10 @@
 
 It holds the model summary, a training batch as the model saw it (augmented), the loss and accuracy curves,
 the confusion matrix and per-class metrics, the misclassified validation images with the highest loss and
-their class activation maps (method auto; a blank map labelled and drawn signed), the maps' mean deletion and
-insertion scores against a random order, the first-layer filters (matches only beyond chance) and sample
-feature maps.
+their class activation maps (method auto, at the layer `explainer.layer_choices` picks once for the model: on
+validation images for a flatten head; a blank map labelled and drawn signed), each method's mean deletion and
+insertion scores at its own chosen layer against a random order (a declined method: its measured reason), the
+first-layer filters (matches only beyond chance) and sample feature maps.
 Every picture is a PNG embedded as base64 and the style is inline: the file opens from disk in any browser,
 with no server, no script and nothing fetched. It is built from the run directory (model.json, metrics.csv,
 model.safetensors) and the run's data, reloaded as `cnnkit.evaluate` reloads it (same split seed and
@@ -85,10 +86,12 @@ def _per_class_table(rep: dict) -> str:
     return "".join(rows) + "</table>"
 
 
-def _worst(tm, val, probs: torch.Tensor, n: int, cams: bool = True) -> tuple[list[dict], list[dict], dict | None]:
+def _worst(tm, val, probs: torch.Tensor, n: int, cams: bool = True,
+           choice=None) -> tuple[list[dict], list[dict], dict | None]:
     """The n misclassified validation images with the highest loss (fewer, or none, when fewer are wrong), with
     the class activation map (`attribution.attribute`, method auto) for the predicted and the true class
-    (None without `cams`: a model with no feature maps); and the blank counts of those maps."""
+    (None without `cams`: a model with no feature maps, or a declined method); and the blank counts of those
+    maps. `choice`: the `attribution.LayerChoice` whose method and layer both maps use (None: the last stage)."""
     from .attribution import attribute
 
     y = val.y
@@ -102,7 +105,8 @@ def _worst(tm, val, probs: torch.Tensor, n: int, cams: bool = True) -> tuple[lis
     x = tm.prepare(images)
     pred = tm.decide(probs[idx]).tolist()
     true = y[idx].tolist()
-    a_pred = attribute(tm.model, x, pred, classes=tm.classes) if cams else None
+    at = {"method": choice.method, "layer": choice.layer, "head": choice.head} if choice is not None else {}
+    a_pred = attribute(tm.model, x, pred, classes=tm.classes, **at) if cams else None
     a_true = attribute(tm.model, x, true, layer=a_pred.layer, method=a_pred.method, head=a_pred.head,
                        classes=tm.classes) if cams else None
     items, rows = [], []
@@ -123,40 +127,72 @@ def _worst(tm, val, probs: torch.Tensor, n: int, cams: bool = True) -> tuple[lis
     return items, rows, blanks
 
 
-def _faithfulness_section(tm, val, macs: int) -> tuple[str, dict | None]:
+def _faithfulness_section(tm, val, choices: dict) -> tuple[str, dict | None]:
     """Mean deletion and insertion scores (Petsiuk et al. 2018) over a seeded sample of validation images, for
-    each method's map of the predicted class and for a random order; the other methods only for a small model."""
+    each method's map of the predicted class, at the layer `choices` (`explainer.layer_choices`: the auto method
+    first, then the others for a small model) gives it, and for a random order; a declined method gets its
+    measured reason instead of scores."""
     from . import faithfulness as fa
-    from .attribution import LABELS, METHODS, attribute
+    from .attribution import LABELS, attribute
 
     if not len(val):
         return "", None
     n = min(N_FAITH, len(val))
     idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:n].sort().values
     x = tm.prepare(val.get(idx))
-    auto = attribute(tm.model, x, None, classes=tm.classes)
-    methods = [auto.method] + ([m for m in METHODS if m != auto.method] if macs * n * 40 * len(METHODS) < 2e11 else [])
-    rows, out = [], {}
-    for m in methods:
-        a = auto if m == auto.method else attribute(tm.model, x, auto.target, method=m, layer=auto.layer,
-                                                    head=auto.head)
+    auto = next(iter(choices))
+    rows, out, targets = [], {}, None
+    for m, c in choices.items():
+        if c.declined:
+            out[m] = {"declined": True, "reason": c.reason, "layer": None}
+            continue
+        a = attribute(tm.model, x, targets, method=m, layer=c.layer, head=c.head, classes=tm.classes)
+        targets = a.target  # the predicted class, for every method and the random order
         s = fa.deletion_insertion(tm.model, x, a.signed, a.target, steps=10).summary()
-        out[m] = {**s, "blank": int(sum(a.blank))}
-    r = fa.deletion_insertion(tm.model, x, None, auto.target, steps=10).summary()
-    out["random"] = {**r, "blank": 0}
+        out[m] = {**s, "blank": int(sum(a.blank)), "layer": c.layer}
+    if targets is None:
+        with torch.no_grad():
+            targets = tm.model(x).argmax(1).tolist()
+    r = fa.deletion_insertion(tm.model, x, None, targets, steps=10).summary()
+    out["random"] = {**r, "blank": 0, "layer": None}
     for m, v in out.items():
-        name = "random order" if m == "random" else LABELS[m] + (" (auto: shown in this report)" if m == auto.method else "")
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{v['deletion']:.4f}</td><td>{v['insertion']:.4f}</td>"
+        name = "random order" if m == "random" else LABELS[m] + (" (auto: shown in this report)" if m == auto else "")
+        if v.get("declined"):
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>-</td><td class='left' colspan='3'>declined: "
+                        f"{html.escape(v['reason'])}</td></tr>")
+            continue
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(v['layer'] or '-')}</td>"
+                    f"<td>{v['deletion']:.4f}</td><td>{v['insertion']:.4f}</td>"
                     f"<td>{v['blank'] if m != 'random' else '-'}</td></tr>")
+    how = "".join(f"<li>{html.escape(c.reason)}</li>" for m, c in choices.items() if not c.declined)
+    head = choices[auto].head
     doc = ("<section><h2>Are the maps faithful?</h2>"
            f'<p class="note">Deletion and insertion scores (Petsiuk et al. 2018, RISE) of each map of the predicted '
-           f"class, averaged over {n} validation images (a seeded sample) at {html.escape(auto.layer)} "
-           f"({auto.head} head): the area under the class probability as the most important pixels are removed "
+           f"class, averaged over {n} validation images (a seeded sample), each method at its own layer ({head} "
+           f"head): the area under the class probability as the most important pixels are removed "
            f"(replaced by {fa.DELETION_BASELINE}; lower is better), or added to {fa.INSERTION_BASELINE} (higher is "
            "better), in 10 steps. A map that does not beat the random order says nothing about the model.</p>"
-           "<table><tr><th>map</th><th>deletion ↓</th><th>insertion ↑</th><th>blank maps</th></tr>"
-           + "".join(rows) + "</table></section>")
-    return doc, {"method": auto.method, "images": n, "scores": out}
+           "<div class='wide'><table><tr><th>map</th><th>layer</th><th>deletion ↓</th><th>insertion ↑</th>"
+           "<th>blank maps</th></tr>" + "".join(rows) + "</table></div>"
+           + (f'<p class="note">How each layer was chosen:</p><ul class="note">{how}</ul>' if how else "")
+           + "</section>")
+    return doc, {"method": auto, "images": n, "scores": out,
+                 "layers": {m: {"layer": c.layer, "declined": c.declined, "reason": c.reason, "images": c.images}
+                            for m, c in choices.items()}}
+
+
+def _layer_choices(tm, ds, data, own: bool, macs: int) -> tuple[dict, object]:
+    """Each CAM method's layer, chosen once (`explainer.layer_choices`, measured on validation images for a flatten
+    head): the auto method first, the others too for a small model; and the choice the maps use (the auto method's,
+    else the first method not declined; None when every one is)."""
+    from .explainer import layer_choices
+
+    part = ds.val if len(ds.val) else ds.train
+    x = tm.prepare(part.get(torch.tensor([0])))
+    compare = macs * N_FAITH * 40 * 4 < 2e11  # the other methods' scores only for a small model
+    spec = data if isinstance(data, str) and not own else None  # None: the run's own split
+    choices = layer_choices(tm, x, "auto", data=spec, compare=compare)
+    return choices, next((c for c in choices.values() if not c.declined), None)
 
 
 def _batch_section(tm, ds) -> str:
@@ -177,9 +213,9 @@ def _batch_section(tm, ds) -> str:
     labels = [tm.classes[int(c)] for c in tr.y[idx]]
     how = ("no augmentation" if level == "none" else
            f"augmentation '{level}' (random shifts{', horizontal flips' if flips else ''}), drawn afresh here")
-    fig = plots.batch_figure(x.numpy(), labels, title=f"{len(idx)} training images as the model saw them: "
-                                                      f"{how}, at {tm.size[0]}×{tm.size[1]}, before normalisation")
-    return ("<section><h2>A training batch as the model saw it</h2>" + _fig(fig, "a training batch, augmented")
+    png = plots.batch_png(x.numpy(), labels, title=f"{len(idx)} training images as the model saw them: "
+                                                    f"{how}, at {tm.size[0]}×{tm.size[1]}, before normalisation")
+    return ("<section><h2>A training batch as the model saw it</h2>" + _img(png, "a training batch, augmented")
             + "</section>")
 
 
@@ -221,13 +257,15 @@ def _decision_section(tm, run_dir: Path, ds, split: str, probs: torch.Tensor, ta
     return "".join(out)
 
 
-def write_report(run_dir: str | Path, data=None) -> Path:
+def write_report(run_dir: str | Path, data=None, probs: dict | None = None) -> Path:
     """Build `report.html` in `run_dir` and return its path. `data`: a data spec, or an already loaded
-    `ImageData` (what `cnnkit.train` has in hand), or None for the spec in model.json."""
-    return Path(build_report(run_dir, data)["report"])
+    `ImageData` (what `cnnkit.train` has in hand), or None for the spec in model.json. `probs`: {split name:
+    the run's calibrated probabilities of that split of `data`} already computed (training's calibration has
+    the validation split's), so they are not predicted twice."""
+    return Path(build_report(run_dir, data, probs)["report"])
 
 
-def build_report(run_dir: str | Path, data=None) -> dict:
+def build_report(run_dir: str | Path, data=None, probs: dict | None = None) -> dict:
     """`write_report`, returning what the report found: its path, the split, accuracies, the worst images."""
     from ..run import Predictor, load_run_data
     from ..run.predictor import is_own_data
@@ -251,10 +289,15 @@ def build_report(run_dir: str | Path, data=None) -> dict:
                               f"({len(tm.classes)} classes, {tm.channels}x{tm.size[0]}x{tm.size[1]})")
     name = meta["model"]["name"]
     split = "test" if "test" in ds.splits else "val"
-    probs = tm.probs_split(ds.split(split))
+    known = {k: v for k, v in (probs or {}).items() if k in ds.splits and len(v) == len(ds.split(k))}
+    probs = known.get(split)
+    if probs is None:
+        probs = tm.probs_split(ds.split(split))
     rep = classification_report(ds.split(split).y.numpy(), probs.numpy(), tm.classes, top_k=5,
                                 y_pred=tm.decide(probs).numpy())
-    val_probs = probs if split == "val" else tm.probs_split(ds.val)
+    val_probs = probs if split == "val" else known.get("val")
+    if val_probs is None:
+        val_probs = tm.probs_split(ds.val)
     val_acc = float((tm.decide(val_probs) == ds.val.y).float().mean()) if len(ds.val) else float("nan")
 
     parts: list[str] = []
@@ -320,7 +363,8 @@ def build_report(run_dir: str | Path, data=None) -> dict:
 
     # --- worst-classified validation images: misclassified ones only, highest loss first
     maps = feat.has_feature_maps(tm.model)  # the fully connected mlp has none: no maps, filters, feature maps
-    items, worst_rows, blanks = _worst(tm, ds.val, val_probs, N_WORST, cams=maps)
+    choices, choice = _layer_choices(tm, ds, data, own, s.macs) if maps else ({}, None)
+    items, worst_rows, blanks = _worst(tm, ds.val, val_probs, N_WORST, cams=choice is not None, choice=choice)
     n_wrong = int((tm.decide(val_probs) != ds.val.y).sum()) if len(ds.val) else 0
     parts.append("<section><h2>Worst-classified validation images</h2>")
     if not len(ds.val):
@@ -331,23 +375,26 @@ def build_report(run_dir: str | Path, data=None) -> dict:
     else:
         intro = (f"The {len(items)} misclassified validation images with the highest loss (of {n_wrong:,} "
                  f"misclassified out of {len(ds.val):,}).")
-        if maps:
+        if blanks:
             intro += (f" Middle: {blanks['label']} at {html.escape(blanks['layer'])} for the class the model chose "
-                      "(what it took as evidence); right: for the true class.")
+                      "(what it took as evidence); right: for the true class. "
+                      + html.escape(choice.reason) + ".")
             nb = blanks["pred"] + blanks["true"]
             if nb:
                 intro += (f' <span class="blank">{nb} of the {2 * blanks["n"]} maps are blank (no positive '
                           "evidence): drawn as their signed map (red raises, blue lowers the score) and stamped "
                           "BLANK.</span>")
+        elif maps:  # every method measured was declined: no map drawn, the reason said
+            intro += " No class activation maps: " + html.escape(next(iter(choices.values())).reason) + "."
         else:
             intro += f" {html.escape(name)} has no convolution, so no feature maps and no class activation maps."
         parts.append(f'<p class="note">{intro}</p>')
-        parts.append(_fig(plots.worst_figure(items, label=blanks["label"] if blanks else "Grad-CAM"),
+        parts.append(_img(plots.worst_png(items, label=blanks["label"] if blanks else "Grad-CAM"),
                           "worst-classified validation images (misclassified)" + (" with their maps" * maps)))
     parts.append("</section>")
     faith = None
     if maps:
-        doc, faith = _faithfulness_section(tm, ds.val, s.macs)
+        doc, faith = _faithfulness_section(tm, ds.val, choices)
         parts.append(doc)
 
     # --- filters and sample feature maps (the validation image the model is surest about, correctly)
@@ -372,7 +419,8 @@ def build_report(run_dir: str | Path, data=None) -> dict:
             i = int(torch.argmax(conf))
             img = ds.val.get(torch.tensor([i]))[0].numpy()
             x = tm.prepare(torch.from_numpy(img)[None])
-            a = attribute(tm.model, x, int(yv[i]), classes=tm.classes)
+            at = {"method": choice.method, "layer": choice.layer, "head": choice.head} if choice is not None else {}
+            a = attribute(tm.model, x, int(yv[i]), classes=tm.classes, **at)
             parts.append(f"<h3>Sample feature maps: a validation '{html.escape(tm.classes[int(yv[i])])}' "
                          f"(p {float(conf[i]):.3f})</h3>")
             title = (f"{a.label} at {a.layer} for '{tm.classes[int(yv[i])]}'" + (f"\n{a.reasons[0]}" if a.blank[0] else ""))

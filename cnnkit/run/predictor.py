@@ -5,6 +5,21 @@ probabilities for the same image. Its inputs: image files, scikit-image sample n
 arrays (each through `Preprocess.image`), or uint8 batches already at the model's size (a data split).
 Inference is batched, and `predict_iter` keeps memory bounded however many images are given.
 
+Engines (`engine=`): 'torch' (the eager model), 'onnx' (ONNX Runtime) and 'openvino' (OpenVINO) run the model
+exported to RUN_DIR/model.onnx (made on first use, checked against eager to 1e-4; a Predictor without a run
+directory exports into a private temporary folder). 'auto' measures: on the first batch of each size class (1,
+2-3, 4-7, ... images) it runs every engine that is installed on that very batch, one engine after the other: one
+warm-up call, then timed calls (at least one, at most `AUTO_ROUNDS`) while that engine's share of `AUTO_BUDGET_S`
+lasts; it keeps the engine with the lowest median for that size class (`auto_choices` records what it measured,
+and the probe's whole cost, `probe_s`; the answer is torch's output of the warm-up, so no image is lost). The first
+use of ONNX or OpenVINO costs the export (seconds, once per run directory) and OpenVINO's compilation (~0.2 s).
+
+Precision (`precision=`: 'auto', 'fp32', 'bf16'): the torch and onnx engines compute in float32, always ('bf16' asked
+of them is one clear error); the openvino engine, alone or within 'auto', in bfloat16 where the CPU has AVX-512 BF16
+or AMX (`pick_precision`: exactly where OpenVINO itself defaults to bf16; 1.7-6x faster there, the same top-1 class
+and probabilities within ~1e-2 of fp32's on a trained model, tests/test_openvino.py) and in float32 elsewhere;
+'fp32' keeps it at float32 (PyTorch's numbers to ~1e-6). `Predictor.precision` says what its predictions used.
+
 >>> import cnnkit, tempfile
 >>> run = cnnkit.train('digits', epochs=1, out=tempfile.mkdtemp() + '/run', quiet=True, report=False)['run_dir']
 >>> p = Predictor.from_run(run)
@@ -21,22 +36,29 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .._device import pick_device
+from .._device import PRECISIONS, pick_device, pick_precision
 from ..errors import CnnkitError, UnknownNameError
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from . import format as fmt
 
 DEFAULT_IMG_SIZE = 224  # an untrained registry model sees images at this size unless told
+ENGINES = ("torch", "onnx", "openvino", "auto")  # the --engine choices
+AUTO_ROUNDS = 5  # --engine auto: at most this many timed calls per engine (after one warm-up call), ...
+AUTO_BUDGET_S = 0.3  # ...while the engine's share of this budget lasts (one timed call at least)
 
 
 class Predictor:
-    """`model` (eval mode, no normalisation inside), `preprocess`, `classes`; `meta` and `run_dir` for a run."""
+    """`model` (eval mode, no normalisation inside), `preprocess`, `classes`; `meta` and `run_dir` for a run;
+    `engine`: 'torch', 'onnx', 'openvino' or 'auto'; `precision`: 'auto', 'fp32' or 'bf16', the openvino engine's
+    (torch and onnx compute in fp32; the module docstring says what each does)."""
 
     def __init__(self, model: torch.nn.Module, preprocess: Preprocess, classes: Sequence[str], *, name: str,
                  device: str | torch.device = "cpu", trained: bool = True, meta: dict | None = None,
-                 run_dir: str | Path | None = None, source: str | None = None, engine: str = "torch"):
-        if engine not in ("torch", "onnx"):
-            raise CnnkitError(f"--engine {engine!r} is not one of torch, onnx")
+                 run_dir: str | Path | None = None, source: str | None = None, engine: str = "torch",
+                 precision: str = "auto"):
+        if engine not in ENGINES:
+            raise CnnkitError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+        self._set_precision(engine, precision)
         self.device = pick_device(str(device)) if not isinstance(device, torch.device) else device
         self.model = model.to(self.device).eval()
         self.preprocess, self.classes, self.name = preprocess, list(classes), name
@@ -51,18 +73,60 @@ class Predictor:
             if decision.get("positive") in self.classes and len(self.classes) == 2 else None
         self.threshold = float(decision.get("threshold", 0.5))
         self.tta_flips = bool(self.meta.get("train", {}).get("flips", False))
-        self._onnx = self._onnx_model() if engine == "onnx" else None
+        self._exported: dict = {}  # engine -> its OnnxModel / OpenVinoModel, made on first use
+        self._tmp = None  # where a Predictor without a run directory exports its ONNX file
+        self.auto_choices: dict[int, dict] = {}  # --engine auto: size class -> {'engine', 'ms': {engine: median}}
+        if engine in ("onnx", "openvino"):
+            self._engine_model(engine)  # exported (and compiled) now: a failure is a clear error at load time
+
+    def _set_precision(self, engine: str, precision: str) -> None:
+        """`precision_asked`; `openvino_precision` (and `precision_why`): what the openvino engine computes in."""
+        if precision not in PRECISIONS:
+            raise CnnkitError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if precision == "bf16" and engine in ("torch", "onnx"):
+            raise CnnkitError(f"--precision bf16 is for --engine openvino or auto; the {engine} engine computes in "
+                              "fp32 (leave --precision out, or use --engine openvino)")
+        self.precision_asked = precision
+        # OpenVINO runs on the CPU whatever `device` is: its precision is chosen for the CPU
+        self.openvino_precision, self.precision_why = pick_precision(precision, torch.device("cpu"))
+
+    def _slot(self, engine: str) -> str:
+        """The key of `engine`'s exported model in `_exported`: OpenVINO's compiled model is per precision."""
+        return f"openvino-{self.openvino_precision}" if engine == "openvino" else engine
+
+    def _engine_precision(self, engine: str) -> str:
+        if engine != "openvino":
+            return "fp32"
+        compiled = self._exported.get(self._slot(engine))  # what OpenVINO reports it compiled, once it has
+        return compiled.precision if compiled is not None else self.openvino_precision
+
+    @property
+    def precision(self) -> str | None:
+        """What this Predictor's predictions are computed in: 'fp32' or 'bf16' ('torch' and 'onnx': fp32; 'openvino':
+        its resolved precision; 'auto': that of the engine(s) it chose, e.g. 'bf16', or 'bf16+fp32' where size
+        classes chose differently; None before its first batch)."""
+        if self.engine != "auto":
+            return self._engine_precision(self.engine)
+        used = sorted({c["precision"] for c in self.auto_choices.values()})
+        return "+".join(used) if used else None
+
+    @property
+    def _onnx(self):
+        """The exported model the 'onnx' or 'openvino' engine runs (None for 'torch' and 'auto')."""
+        return self._exported.get(self._slot(self.engine))
 
     # --- construction -----------------------------------------------------------------------------------
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, device: str = "cpu", engine: str = "torch") -> "Predictor":
+    def from_run(cls, run_dir: str | Path, *, device: str = "cpu", engine: str = "torch",
+                 precision: str = "auto") -> "Predictor":
         """A run directory's best model (safetensors weights + validated model.json; no pickle)."""
         meta, model = fmt.load_run_model(run_dir)  # validated: model.json's schema, the weights' shapes and values
         return cls(model, Preprocess.from_dict(meta["preprocess"]), meta["classes"], name=meta["model"]["name"],
-                   device=device, meta=meta, run_dir=run_dir, engine=engine)
+                   device=device, meta=meta, run_dir=run_dir, engine=engine, precision=precision)
 
     @classmethod
-    def untrained(cls, name: str, *, img_size: int | None = None, num_classes: int | None = None) -> "Predictor":
+    def untrained(cls, name: str, *, img_size: int | None = None, num_classes: int | None = None,
+                  engine: str = "torch", precision: str = "auto") -> "Predictor":
         """A registered model with random weights: 3 channels, ImageNet normalisation, `img_size`² input."""
         from ..models import create_model
 
@@ -75,11 +139,12 @@ class Predictor:
         except ValueError as e:
             raise CnnkitError(f"cannot build {name} for {side}x{side} images: {e}") from None
         return cls(model, Preprocess(3, (side, side), IMAGENET_MEAN, IMAGENET_STD), [str(i) for i in range(n)],
-                   name=name, trained=False)
+                   name=name, trained=False, engine=engine, precision=precision)
 
     @classmethod
     def pretrained(cls, name: str, *, pretrained: bool | str = True, weights: str | None = None,
-                   download: bool = False, device: str = "cpu") -> "Predictor":
+                   download: bool = False, device: str = "cpu", engine: str = "torch",
+                   precision: str = "auto") -> "Predictor":
         """A registered model with its ImageNet weights and their own preprocessing (resize, centre crop,
         mean/std) and class names: `Predictor.pretrained('mobilenet_v2').predict(['chelsea'])` → a cat."""
         from ..models import create_model
@@ -98,7 +163,7 @@ class Predictor:
         n = model.get_classifier().out_features
         classes = info.get("categories") or [str(i) for i in range(n)]
         return cls(model, prep, classes, name=name, device=device, meta={"pretrained": info},
-                   source=f"{name} ({info['weights'] or info['file']})")
+                   source=f"{name} ({info['weights'] or info['file']})", engine=engine, precision=precision)
 
     @property
     def max_pixels(self) -> int | None:
@@ -111,23 +176,58 @@ class Predictor:
     mean = property(lambda self: list(self.preprocess.mean))
     std = property(lambda self: list(self.preprocess.std))
 
-    def _onnx_model(self):
-        """RUN_DIR/model.onnx, exported (and checked against eager) when missing or older than the weights."""
-        from ..export import OnnxModel, export_model
+    def _engine_model(self, engine: str):
+        """The OnnxModel ('onnx') or OpenVinoModel ('openvino') of RUN_DIR/model.onnx, exported (and checked
+        against eager) when missing or older than the weights; kept for the Predictor's life."""
+        slot = self._slot(engine)
+        if slot in self._exported:
+            return self._exported[slot]
+        from ..export import OnnxModel, OpenVinoModel, export_model, import_openvino
 
-        if self.run_dir is None:
-            raise CnnkitError("--engine onnx needs a run directory")
+        load = OnnxModel if engine == "onnx" else lambda p: OpenVinoModel(p, precision=self.openvino_precision)
+        if engine == "openvino":
+            import_openvino()  # missing: its one line now, before any export
+        if self.run_dir is None:  # an untrained or pretrained model: exported once into a private folder
+            import tempfile
+
+            if self._tmp is None:  # removed when no Predictor holds it any more (TemporaryDirectory's finalizer)
+                self._tmp = tempfile.TemporaryDirectory(prefix="cnnkit-export-")
+            onnx_path = Path(self._tmp.name) / "model.onnx"
+            if not onnx_path.is_file():
+                export_model(self.model, self.preprocess, onnx_path, "onnx", classes=self.classes,
+                             **self.export_extras())
+            self._exported[slot] = load(onnx_path)
+            return self._exported[slot]
         onnx_path = self.run_dir / "model.onnx"
         newest = max((self.run_dir / f).stat().st_mtime for f in (fmt.WEIGHTS, fmt.META))  # calibration: model.json
         if onnx_path.is_file() and onnx_path.stat().st_mtime >= newest:
             try:
-                found = OnnxModel(onnx_path)
+                found = load(onnx_path)
                 if abs(found.temperature - self.temperature) < 1e-9:
+                    self._exported[slot] = found
                     return found
             except CnnkitError:  # made by an older cnnkit (no metadata) or damaged: exported anew below
                 pass
         export_model(self.model, self.preprocess, onnx_path, "onnx", classes=self.classes, **self.export_extras())
-        return OnnxModel(onnx_path)
+        self._exported[slot] = load(onnx_path)
+        return self._exported[slot]
+
+    def with_engine(self, engine: str, precision: str | None = None) -> "Predictor":
+        """This Predictor on another engine, sharing its model and its exported ONNX file (exported once, each
+        runtime compiled once per precision): `p.with_engine('openvino', 'fp32').probs(x)` equals `p.probs(x)` to
+        ~1e-6. `precision` None: the one this Predictor was asked for ('auto' for torch and onnx)."""
+        import copy
+
+        if engine not in ENGINES:
+            raise CnnkitError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+        if precision is None:
+            precision = "auto" if engine in ("torch", "onnx") else self.precision_asked
+        other = copy.copy(self)  # shares self._exported (a dict): what either exports or compiles, both use
+        other._set_precision(engine, precision)
+        other.engine, other.auto_choices = engine, {}
+        if engine in ("onnx", "openvino"):
+            other._engine_model(engine)
+        return other
 
     def export_extras(self) -> dict:
         """What an exported file carries besides the network: the temperature (in the graph) and the decision."""
@@ -152,31 +252,93 @@ class Predictor:
         return self.preprocess.normalize(x.to(self.device))
 
     # --- predictions --------------------------------------------------------------------------------------
-    @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 N×C×H×W → float32 calibrated logits (the network's divided by the run's temperature) on the CPU."""
         if tuple(x.shape[1:]) != (self.preprocess.channels, *self.preprocess.size):
             raise CnnkitError(f"a batch of shape {tuple(x.shape)} does not match the model's input "
                               f"{self.preprocess.channels}x{self.preprocess.size[0]}x{self.preprocess.size[1]}")
-        if self._onnx is not None:
-            return self._onnx.logits(x)  # the exported graph divides by the temperature itself
+        if self.engine == "torch":
+            return self._torch_logits(x)
+        if self.engine == "auto":
+            return self._auto_logits(x)
+        return self._exported[self._slot(self.engine)].logits(x)  # the exported graph divides by the temperature
+
+    @torch.no_grad()
+    def _torch_logits(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(self.prepare(x)).float().cpu()
         if not torch.isfinite(out).all():  # never a "nan" printed as a probability
             raise CnnkitError(f"{self.name} gave non-finite outputs (NaN or infinity) for this input; its weights or "
                               "preprocessing are damaged, or the input is far from what it was trained on")
         return out / self.temperature if self.temperature != 1.0 else out
 
+    def _run(self, engine: str, x: torch.Tensor) -> torch.Tensor:
+        return self._torch_logits(x) if engine == "torch" else self._exported[self._slot(engine)].logits(x)
+
+    def _auto_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """--engine auto: the engine measured fastest for this batch's size class; measured here on first use."""
+        size_class = len(x).bit_length()  # 1, 2-3, 4-7, 8-15, ...
+        chosen = self.auto_choices.get(size_class)
+        if chosen is not None:
+            return self._run(chosen["engine"], x)
+        import statistics
+        import time
+
+        from ..export import import_openvino
+
+        engines, skipped = ["torch"], {}
+        for engine in ("onnx", "openvino"):
+            try:
+                if engine == "openvino":
+                    import_openvino()
+                else:
+                    import onnxruntime  # noqa: F401
+                self._engine_model(engine)
+                engines.append(engine)
+            except (CnnkitError, ImportError) as e:  # not installed, or this model does not export: not a candidate
+                skipped[engine] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        # One engine after the other, not interleaved: each runtime's worker threads spin for a while after a call
+        # (ONNX Runtime's and OpenMP's spin-waits), which on a small CPU would slow whichever engine runs next.
+        start, out, ms = time.perf_counter(), None, {}
+        for engine in engines:
+            first = self._run(engine, x)  # the warm-up call (OpenVINO compiles here); torch's output is the answer
+            out = first if out is None else out
+            times, t_engine = [], time.perf_counter()
+            while len(times) < AUTO_ROUNDS and (not times or time.perf_counter() - t_engine < AUTO_BUDGET_S / len(engines)):
+                t0 = time.perf_counter()
+                self._run(engine, x)
+                times.append(time.perf_counter() - t0)
+            ms[engine] = statistics.median(times) * 1e3
+        best = min(ms, key=ms.get)
+        self.auto_choices[size_class] = {"engine": best, "precision": self._engine_precision(best), "batch": len(x),
+                                         "ms": ms, "skipped": skipped, "probe_s": time.perf_counter() - start}
+        return out
+
+    def _softmax(self, z: torch.Tensor) -> torch.Tensor:
+        """Softmax over the classes. For ONNX Runtime's and OpenVINO's logits, NumPy's: torch's softmax runs its
+        rows in parallel, waking its OpenMP team, which on a small CPU fights the runtime's still-spinning worker
+        threads (a 64×10 softmax measured at 21 ms on 2 busy cores, as long as the network itself)."""
+        engine = self.engine if self.engine != "auto" else \
+            self.auto_choices.get(len(z).bit_length(), {}).get("engine", "torch")
+        if engine == "torch" or len(z) == 1:
+            return torch.softmax(z, 1)
+        a = z.numpy()
+        e = np.exp(a - a.max(1, keepdims=True))
+        e /= e.sum(1, keepdims=True)
+        return torch.from_numpy(e)
+
     def _probs(self, x: torch.Tensor, tta: bool) -> torch.Tensor:
         if not tta:
-            return torch.softmax(self.logits(x), 1)
+            return self._softmax(self.logits(x))
         from ..data.transforms import tta_views
 
         views = tta_views(x, flips=self.tta_flips)
-        return torch.stack([torch.softmax(self.logits(v), 1) for v in views]).mean(0)
+        return torch.stack([self._softmax(self.logits(v)) for v in views]).mean(0)
 
     def probs(self, x: torch.Tensor, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
         """Calibrated softmax probabilities for a uint8 batch of any length, `batch_size` images at a time.
         `tta`: averaged over test-time augmentation's views (`cnnkit.data.transforms.tta_views`)."""
+        if 0 < len(x) <= batch_size:  # one batch: no copy into a new tensor
+            return self._probs(x, tta)
         out = [self._probs(x[i:i + batch_size], tta) for i in range(0, len(x), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
@@ -252,10 +414,10 @@ class Predictor:
 
 def load_predictor(source: str | Path, *, img_size: int | None = None, num_classes: int | None = None,
                    pretrained: bool | str = False, weights: str | None = None, download: bool = False,
-                   untrained: bool = True) -> Predictor:
+                   untrained: bool = True, engine: str = "torch", precision: str = "auto") -> Predictor:
     """A run directory → its trained model; a registry name → with `pretrained`/`weights`, its ImageNet
     weights and their preprocessing and classes, else a fresh, untrained one (3 channels, ImageNet
-    normalisation, `img_size`² input, `num_classes` default 1000)."""
+    normalisation, `img_size`² input, `num_classes` default 1000). `engine`, `precision`: as `Predictor` takes them."""
     from ..models import list_models
 
     src = str(source)
@@ -264,7 +426,7 @@ def load_predictor(source: str | Path, *, img_size: int | None = None, num_class
         raise CnnkitError(f"--pretrained/--weights go with a model name, not a run directory ({src} is one: "
                           "its own weights are used)")
     if path.is_dir():
-        pred = Predictor.from_run(path)
+        pred = Predictor.from_run(path, engine=engine, precision=precision)
         if img_size is not None and (img_size, img_size) != tuple(pred.size):
             raise CnnkitError(f"--img-size {img_size}: {src} is a trained run whose model takes "
                               f"{pred.size[0]}x{pred.size[1]} images; leave --img-size out")
@@ -273,12 +435,14 @@ def load_predictor(source: str | Path, *, img_size: int | None = None, num_class
         if img_size is not None or num_classes is not None:
             raise CnnkitError("--img-size and --num-classes are for an untrained model; pretrained weights come "
                               "with their own size and classes")
-        return Predictor.pretrained(src, pretrained=pretrained or True, weights=weights, download=download)
+        return Predictor.pretrained(src, pretrained=pretrained or True, weights=weights, download=download,
+                                    engine=engine, precision=precision)
     if src in list_models() and not untrained:
         raise CnnkitError(f"{src} is a model name: add --pretrained for its ImageNet weights (or --weights FILE), "
                           "or give a run directory that `cnnkit train` wrote")
     if src in list_models():
-        return Predictor.untrained(src, img_size=img_size, num_classes=num_classes)
+        return Predictor.untrained(src, img_size=img_size, num_classes=num_classes, engine=engine,
+                                   precision=precision)
     if "/" in src or path.suffix or path.exists():
         raise CnnkitError(f"{src} is not a run directory (no such folder) nor a registered model; give the folder "
                           "`cnnkit train` wrote, or a model name from `cnnkit models`")

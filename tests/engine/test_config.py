@@ -23,6 +23,9 @@ def test_fast_preset_and_explicit_options_win():
         assert getattr(fast, key) == value
     mine = resolve(TrainConfig(preset="fast", epochs=7, model="simplecnn"), n_train=48_000, size=(28, 28))
     assert mine.epochs == 7 and mine.model == "simplecnn" and mine.batch_size == PRESETS["fast"]["batch_size"]
+    assert mine.model_kwargs == {}  # fastcnn's arguments are not given to another network
+    theirs = resolve(TrainConfig(preset="fast", model_kwargs={"widths": [16, 32]}), n_train=48_000, size=(28, 28))
+    assert theirs.model_kwargs == {"dropout": 0.0, "widths": [16, 32]}
     assert apply_preset(TrainConfig(preset="fast")).val_fraction == PRESETS["fast"]["val_fraction"]
 
 

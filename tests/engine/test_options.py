@@ -48,7 +48,8 @@ def test_only_typed_options_are_passed():
 
 def test_a_flag_left_out_does_not_override_the_preset():
     fast = apply_preset(TrainConfig(**options("--preset", "fast")))
-    assert fast.epochs == PRESETS["fast"]["epochs"] == 5 and fast.model == "fastcnn" and fast.lr == 5e-3
+    assert fast.epochs == PRESETS["fast"]["epochs"] == 4 and fast.model == "fastcnn" and fast.lr == 8e-3
+    assert fast.model_kwargs == {"dropout": 0.0} and fast.report_background is True
     mine = apply_preset(TrainConfig(**options("--preset", "fast", "--epochs", "7", "--label-smoothing", "0")))
     assert mine.epochs == 7 and mine.label_smoothing == 0 and mine.batch_size == PRESETS["fast"]["batch_size"]
 

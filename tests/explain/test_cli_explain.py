@@ -40,7 +40,10 @@ def test_explain_a_trained_run(digits_run, tmp_path, capsys):
     (cls, p), = tm.predict([path], top_k=1)[0]
     assert info["prediction"]["class"] == cls and info["prediction"]["probability"] == pytest.approx(p, abs=1e-5)
     assert info["trained"] is True and info["model"] == "simplecnn" and info["input"] == [1, 16, 16]
-    assert info["gradcam"]["layer"] == "pool2" and info["gradcam"]["class"] == cls
+    # the layer: chosen on 64 of the run's validation images (HiResCAM is most faithful at the finer stage here)
+    choice = info["gradcam"]["layer_choice"]
+    assert info["gradcam"]["layer"] == choice["layer"] == "pool1" and info["gradcam"]["class"] == cls
+    assert choice["images"] == 64 and choice["stages"]["pool1"]["beats_random"] and not choice["declined"]
     assert list(info["feature_maps"]) == ["pool1", "pool2"] and info["feature_maps"]["pool2"]["shape"] == [64, 4, 4]
     assert [u["layer"] for u in info["receptive_fields"]] == ["pool1", "pool2"]
     assert [m["kernel"] for m in info["filters"]["matches"]] == ["sobel_x", "sobel_y", "horizontal_edge", "laplacian"]

@@ -120,3 +120,28 @@ def test_sanity_fails_a_map_that_ignores_the_weights():
     x = torch.rand(4, 1, 8, 8) + 0.1
     res = cascade(Fixed(), x, 0, method="hirescam", layer="ident")
     assert not res["passed"] and res["verdict"].startswith("fails") and res["rows"][-1]["spearman"] > 0.99
+
+
+@pytest.mark.parametrize("size, sigma", [(16, 5.0), (32, 5.0), (32, 1.5), (15, 2.0)])
+def test_the_blur_is_torchvisions(size, sigma):
+    """The insertion baseline's blur, written in torch (no torchvision import), equals torchvision's
+    `gaussian_blur` (same kernel size and sigma, as `blurred` calls it) on real images (scanned digits)."""
+    TF = pytest.importorskip("torchvision.transforms.functional")
+    ds = cnnkit.load_data("digits", img_size=size, seed=0)
+    x = ds.val.get(torch.arange(6)).float() / 255  # pixels in [0, 1]
+    assert 0 <= x.min() and x.max() <= 1
+    side = min(x.shape[-2:])
+    k = int(min(2 * round(2 * sigma) + 1, side if side % 2 else side - 1))
+    assert k >= 3
+    ours = fa.blurred(x, sigma)
+    assert ours.shape == x.shape and ours.dtype == x.dtype
+    torch.testing.assert_close(ours, TF.gaussian_blur(x, [k, k], [sigma, sigma]), atol=1e-6, rtol=0)
+    # normalised (as the scores see it; values beyond 1, so torchvision's own float32 rounding is ~1e-6 of them),
+    # and three channels, each blurred on its own
+    z = (x - x.mean()) / x.std()
+    three = torch.cat([z, z.flip(-1), z.flip(-2)], 1)
+    torch.testing.assert_close(fa.blurred(three, sigma), TF.gaussian_blur(three, [k, k], [sigma, sigma]),
+                               atol=1e-6, rtol=1e-6)
+    # in float64 the two agree to rounding: the same kernel, padding and arithmetic
+    torch.testing.assert_close(fa.gaussian_blur(three.double(), k, sigma),
+                               TF.gaussian_blur(three.double(), [k, k], [sigma, sigma]), atol=1e-12, rtol=0)

@@ -76,6 +76,57 @@ def test_report_is_self_contained_and_right(digits_run):
     assert Path(info["confusion_matrix_png"]).name == "confusion_matrix_val.png"
 
 
+def test_each_method_at_its_own_layer_and_a_declined_one_says_why(digits_run, tmp_path, monkeypatch):
+    """The layers come from explainer.layer_choices, asked once: every method is scored at its own layer (named
+    in its row), a declined method gets its reason instead of scores, and the worst images' maps (both) and the
+    sample map use the auto method's layer."""
+    import shutil
+
+    from cnnkit.explain import attribution, explainer
+
+    run = Path(shutil.copytree(digits_run, tmp_path / "run"))
+    asked, seen = [], []
+    real = explainer.layer_choices
+
+    def fake(sub, x, method="auto", data=None, compare=False):
+        asked.append((method, x.shape[0], data, compare))
+        out = real(sub, x, method, data, compare)
+        seen.clear()  # its own measuring maps are not the report's
+        out["hirescam"] = attribution.LayerChoice("hirescam", "pool1", "spatial", "HiResCAM at pool1: the test's", 64)
+        out["layercam"] = attribution.LayerChoice("layercam", "pool2", "spatial", "LayerCAM at pool2: the test's", 64)
+        out["gradcam"] = attribution.LayerChoice("gradcam", None, "spatial", "Grad-CAM is declined for this model: "
+                                                 "at none of its stages (the test's)", 64)
+        return out
+
+    def spy(model, x, target=None, **kw):
+        seen.append((kw.get("method"), kw.get("layer")))
+        return real_attribute(model, x, target, **kw)
+
+    real_attribute = attribution.attribute
+    monkeypatch.setattr(explainer, "layer_choices", fake)
+    monkeypatch.setattr(attribution, "attribute", spy)
+    info = build_report(run)
+    assert asked == [("auto", 1, None, True)]  # once, the auto method first, the others compared
+    f = info["faithfulness"]
+    assert f["method"] == "hirescam" and list(f["scores"]) == ["hirescam", "gradcam", "gradcam++", "layercam", "random"]
+    assert f["scores"]["hirescam"]["layer"] == "pool1" and f["scores"]["layercam"]["layer"] == "pool2"
+    why = "Grad-CAM is declined for this model: at none of its stages (the test's)"
+    assert f["scores"]["gradcam"] == {"declined": True, "layer": None, "reason": why}
+    assert f["layers"]["gradcam"]["declined"] is True and f["layers"]["hirescam"]["layer"] == "pool1"
+    # the worst images (predicted and true class) and the sample map: the auto method at its chosen layer;
+    # the faithfulness rows: each method at its own; the declined one never drawn
+    assert seen[:2] == [("hirescam", "pool1")] * 2
+    assert ("gradcam", None) not in seen and not any(m == "gradcam" for m, _ in seen)
+    assert ("layercam", "pool2") in seen and ("hirescam", "pool1") in seen[2:]
+    doc = Path(info["report"]).read_text(encoding="utf-8")
+    assert "<td>HiResCAM (auto: shown in this report)</td><td>pool1</td>" in doc
+    assert "<td>LayerCAM</td><td>pool2</td>" in doc
+    assert "declined: Grad-CAM is declined for this model: at none of its stages (the test&#x27;s)" in doc
+    assert "Middle: HiResCAM at pool1 for the class the model chose" in doc
+    assert "HiResCAM at pool1: the test&#x27;s" in doc
+    assert seen[-1] == ("hirescam", "pool1")  # the sample feature maps' map, drawn last
+
+
 def test_worst_says_so_when_nothing_is_misclassified(digits_run):
     from cnnkit.explain.report import _worst
 

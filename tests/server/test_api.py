@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from serving import Server, raw_status, request
@@ -101,7 +102,15 @@ def test_explanations_and_the_page_api(digits_server):
     status, e, _ = post(s, "/explanations/digits", png)
     assert status == 200 and e["class"] == next(iter(pred)) and e["probability"] == pytest.approx(pred[e["class"]])
     cam = np.array(e["cam"])
-    assert cam.shape == (16, 16) and 0 <= cam.min() and cam.max() <= 1 and e["layer"] == "pool2"
+    assert cam.shape == (16, 16) and 0 <= cam.min() and cam.max() <= 1 and e["declined"] is False
+    # the layer is the one measured on the run's validation images (explainer.layer_choices), and says why
+    from cnnkit import load_model
+    from cnnkit.explain.explainer import layer_choices
+
+    tm = load_model(digits_server_run(s))
+    want = layer_choices(tm, torch.zeros(1, 1, 16, 16))["hirescam"]
+    assert e["method"] == "hirescam" and e["layer"] == want.layer and e["layer_reason"] == want.reason
+    assert "validation images" in e["layer_reason"]
     assert e["overlay"].startswith("data:image/png;base64,")
     status, e7, _ = post(s, "/explanations/digits?target=7", png)
     assert status == 200 and e7["target"] == 7 and e7["class"] == "7"
@@ -272,3 +281,38 @@ def test_port_in_use_is_one_line(digits_server, serve_run):
     out = subprocess.run([sys.executable, "-m", "cnnkit", "serve", str(serve_run), "--port", port],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "in use" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_the_layer_is_chosen_once_per_model_and_a_declined_method_answers_why(digits_run, monkeypatch):
+    """network.explanation / inspect (the server's answers) take the layer from explainer.layer_choices, once per
+    loaded model and method (it measures for seconds), and a declined method gives its reason and no map."""
+    from cnnkit import load_model
+    from cnnkit.explain import explainer, network
+    from cnnkit.explain.attribution import LayerChoice
+
+    calls = []
+
+    def fake(sub, x, method="auto", data=None, compare=False):
+        calls.append(method)
+        if method == "gradcam":
+            return {"gradcam": LayerChoice("gradcam", None, "spatial", "Grad-CAM is declined for this model: measured")}
+        return {"hirescam": LayerChoice("hirescam", "pool1", "spatial", "HiResCAM at pool1: chosen on 64 images", 64)}
+
+    monkeypatch.setattr(explainer, "layer_choices", fake)
+    tm = load_model(digits_run)
+    import cnnkit
+
+    img = cnnkit.load_data("digits", img_size=16).val.x[3].numpy()  # uint8 1×16×16, as the server hands it over
+    a = network.explanation(tm, img)
+    b = network.explanation(tm, img, 7)
+    ins = network.inspect(tm, img, channels=2)
+    assert calls == ["auto"]  # once for the model: the second answer and inspect reuse it
+    assert a["layer"] == b["layer"] == ins["gradcam"]["layer"] == "pool1" and a["method"] == "hirescam"
+    assert a["layer_reason"] == ins["gradcam"]["layer_reason"] == "HiResCAM at pool1: chosen on 64 images"
+    assert np.array(a["cam"]).shape == (16, 16)
+    d = network.explanation(tm, img, method="gradcam")
+    assert d["declined"] is True and d["reason"] == "Grad-CAM is declined for this model: measured"
+    assert d["layer"] is None and "cam" not in d and "overlay" not in d and d["class"] == a["class"]
+    network.explanation(tm, img, method="gradcam")
+    assert calls == ["auto", "gradcam"]
+    assert load_model(digits_run).model not in network._CHOICES  # another loaded model: measured afresh

@@ -273,8 +273,18 @@ function renderResult(r) {
 
   const g = r.gradcam, cam = $("cam"), blank = $("cam-blank");
   const method = g.label || "Grad-CAM";
-  $("cam-caption").textContent = `${method} for “${g.class}” at layer ${g.layer}`;
-  if (g.blank) {
+  const caption = $("cam-caption");
+  caption.textContent = g.declined ? `${method}: declined for this model`
+    : `${method} for “${g.class}” at layer ${g.layer}`;
+  // why this layer (measured on validation images for a flatten head), or why the method is declined
+  if (g.layer_reason && !g.declined) caption.append(el("br"), el("span", { class: "muted" }, g.layer_reason));
+  if (g.declined) {
+    // no map at all: the measured reason says why none would be faithful
+    blank.hidden = false;
+    blank.textContent = g.reason;
+    cam.hidden = true;
+    cam.removeAttribute("src");
+  } else if (g.blank) {
     // a blank map is the absence of evidence, not an explanation: said in words, and what there is instead
     // (the signed map: red raises the class's score, blue lowers it) drawn as that, never as a heat map
     blank.hidden = false;
