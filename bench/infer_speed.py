@@ -19,9 +19,9 @@ values). Every contender does the same work, the exported model's: 0–255 pixel
 - `raw openvino f32`: the same with `INFERENCE_PRECISION_HINT: f32` (for reference: the `ratio f32` column).
 
 Timing: a run is a timed loop of calls (up to `calls`, stopped after 2 s, 0.3 s with --quick) after one warm-up call; each contender runs R runs (R ≥ 3), the contenders
-one after another within a round (never interleaved call by call: ONNX Runtime's and OpenMP's worker threads spin
-after a call and would slow the next one), R rounds. Reported: the median of the R runs' per-call times with their
-min–max, never the best. `ratio` = cnnkit's fastest engine (of torch, onnx, openvino, each at its default precision)
+one after another within a round, each after a 0.3 s pause (never interleaved call by call: ONNX Runtime's and
+OpenMP's worker threads spin after a call and would slow the next one), R rounds, the order turned each round. Reported: the median of the R runs' per-call times with their
+min–max, never the best. `ratio` = cnnkit's fastest engine (of torch, onnx, openvino and auto, each at its default precision)
 / the fastest raw peer as its docs run it (raw onnxruntime, raw openvino at its default precision); `ratio f32` = the
 same against the float32 peers (raw onnxruntime, raw openvino f32). The issue's goal: ratio ≤ 1.2 at batch 1 and 64.
 Prints a table last, writes bench/results/infer_speed.json.
@@ -54,9 +54,14 @@ def calls_per_run(shape, batch: int, quick: bool) -> int:
     return max(1, n // 4) if quick else n
 
 
+SETTLE_S = 0.3  # idle before each run: the previous contender's worker threads stop spinning (GNU OpenMP spins
+# ~0.1-0.3 s after a parallel region, ONNX Runtime's pool spins too) and would otherwise slow this one
+
+
 def run_once(fn, x, calls: int, max_s: float) -> float:
-    """Seconds per call: a warm-up call (caches; the previous contender's spinning threads settle), then `calls`
-    calls, or fewer (one at least) where they would take longer than `max_s`."""
+    """Seconds per call: a pause (SETTLE_S), a warm-up call (caches), then `calls` calls, or fewer (one at least)
+    where they would take longer than `max_s`."""
+    time.sleep(SETTLE_S)
     fn(x)
     n, t0 = 0, time.perf_counter()
     while n < calls and (n == 0 or time.perf_counter() - t0 < max_s):
@@ -157,8 +162,10 @@ def main() -> int:
             setup_s = time.perf_counter() - t0  # includes torch.compile's compilation and auto's probe
             calls = calls_per_run(shape, batch, args.quick)
             times: dict[str, list[float]] = {k: [] for k in fns}
-            for _ in range(args.runs):
-                for k, (fn, x, _r) in fns.items():
+            names = list(fns)
+            for i in range(args.runs):  # the order turns each round: no contender always follows the same one
+                for k in names[i % len(names):] + names[:i % len(names)]:
+                    fn, x, _r = fns[k]
                     times[k].append(run_once(fn, x, calls, 0.3 if args.quick else 2.0))
             auto = preds["auto"].auto_choices[batch.bit_length()]
             for k, ts in times.items():
@@ -174,11 +181,11 @@ def main() -> int:
                 print(f"{name} {r['input']} batch {batch} {k}: {r['ms']:.3f} ms [{r['ms_min']:.3f}-"
                       f"{r['ms_max']:.3f}], {r['images_per_s']:.0f} img/s, max |err| {errs[k]:.1e}", flush=True)
             med = {k: statistics.median(v) for k, v in times.items()}
-            best = min((f"cnnkit {e}" for e in CNNKIT_ENGINES if e != "auto"), key=med.get)
+            best = min((f"cnnkit {e}" for e in CNNKIT_ENGINES), key=med.get)  # auto too: a user's --engine auto
             peer = min(RAW_PEERS, key=med.get)
             peer_f32 = min(F32_PEERS, key=med.get)
             ratios.append({"model": name, "input": "x".join(map(str, shape)), "batch": batch, "cnnkit_best": best,
-                           "cnnkit_precision": preds[best[7:]].precision,
+                           "cnnkit_precision": auto["precision"] if best == "cnnkit auto" else preds[best[7:]].precision,
                            "cnnkit_ms": med[best] * 1e3, "peer": peer, "peer_ms": med[peer] * 1e3,
                            "ratio": med[best] / med[peer], "peer_f32": peer_f32,
                            "ratio_f32": med[best] / med[peer_f32], "auto_chose": auto["engine"],

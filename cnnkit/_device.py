@@ -62,7 +62,9 @@ def pick_precision(name: str, device: torch.device) -> tuple[str, str]:
             raise CnnkitError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp32")
         return name, "--precision"
     if device.type != "cpu":
-        return ("fp32", f"auto: bf16 autocast is not used on {device.type}") if name == "auto" else (name, "--precision")
+        if name == "auto":
+            return "fp32", f"auto: bf16 autocast is not used on {device.type}"
+        return name, "--precision"
     has = [f for f in BF16_FLAGS if f in cpu_info()["flags"]]
     if name == "auto":
         if has:

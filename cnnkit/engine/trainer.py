@@ -354,7 +354,8 @@ class Trainer:
         for xb, yb in split.batches(batch_size, order):
             x, _ = self._prepare(xb, yb, train=False)
             # on a CPU, evaluated in fp32 as predict and evaluate run it (the val_acc saved is the one they see)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast and self.device.type != "cpu"):
+            on_gpu = self.autocast and self.device.type != "cpu"
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=on_gpu):
                 out.append(self.model(x).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.data.classes))
 
