@@ -427,6 +427,7 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         all_reduce = _AllReduceSum.apply
         self._check_input_dim(x)
+        x = x.float()  # under bf16 autocast: statistics (sums over the whole global batch) and buffers in fp32
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         stats = all_reduce(torch.cat([x.sum(dims), x.new_full((1,), x.numel() // x.size(1))]))

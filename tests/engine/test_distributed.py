@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 150  # seconds for one launch: far above the ~15-40 s each takes on 2 shared cores; a hang fails
 # no dropout (fastcnn's is set to 0), no augmentation, one epoch: the only difference left between one
 # process and two is where the batch is cut and the order of the sums
+# fp32 on every CPU: the runs are compared to float tolerance (bf16 autocast, the default where the CPU has it,
+# rounds far more than the order of a sum)
 TINY = ["--data", "digits", "--img-size", "8", "--model", "fastcnn", "--model-kwargs", '{"dropout": 0}',
-        "--augment", "none", "--no-report", "--no-calibrate"]
+        "--augment", "none", "--no-report", "--no-calibrate", "--precision", "fp32"]
 # Weights after one epoch (23 AdamW steps) of 2 processes with --sync-bn against 1 process: measured max
 # |difference| 8.0e-7 (largest relative 2.5e-6). Not zero: the all-reduce adds the two halves' gradients (and
 # BatchNorm sums) in another order than one process's reduction over the whole batch, and float32 addition is not
@@ -375,3 +377,18 @@ def test_a_killed_process_is_named_and_torchruns_report_kept(monkeypatch, tmp_pa
 def test_a_launch_returns_rank_zeros_result(monkeypatch):
     launch = _fake_torchrun(monkeypatch, "", stdout='{"val_acc": 0.5, "run_dir": "r"}\n', code=0)
     assert launch.run(2, ["train"], log=sys.stderr) == {"val_acc": 0.5, "run_dir": "r"}
+
+
+def test_sync_bn_under_bf16_autocast_trains(tmp_path):
+    """--sync-bn with bf16 autocast (the default on CPUs with AVX-512 BF16): the synced statistics are taken in
+    fp32, as BatchNorm's own are, and the buffers stay fp32 (bf16 activations once crashed the buffer update)."""
+    out = tmp_path / "bf16"
+    args = [a for a in TINY if a not in ("--precision", "fp32")]
+    p = _run([sys.executable, "-m", "cnnkit", "train", *args, "--epochs", "1", "--nproc", "2", "--sync-bn",
+              "--precision", "bf16", "--out", str(out)])
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert " in bf16 (--precision" in p.stdout
+    w = _weights(out)
+    assert all(v.dtype == torch.float32 and bool(torch.isfinite(v).all()) for k, v in w.items() if "running" in k)
+    with open(out / "metrics.csv") as f:
+        assert float(next(csv.DictReader(f))["val_acc"]) > 0.5
