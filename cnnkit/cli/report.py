@@ -29,10 +29,15 @@ def run(args: argparse.Namespace) -> int:
         from ..explain.attribution import LABELS
 
         r = f["scores"]["random"]
+        scored = {m: v for m, v in f["scores"].items() if m != "random" and not v.get("declined")}
         print(f"maps ({f['images']} validation images): " + ", ".join(
-            f"{LABELS[m]}{' (shown)' if m == f['method'] else ''} deletion {v['deletion']:.3f} / insertion "
-            f"{v['insertion']:.3f}" for m, v in f["scores"].items() if m != "random")
+            f"{LABELS[m]}{' (shown)' if m == f['method'] else ''}{' at ' + v['layer'] if v.get('layer') else ''} "
+            f"deletion {v['deletion']:.3f} / insertion {v['insertion']:.3f}" for m, v in scored.items())
               + f"; random order {r['deletion']:.3f} / {r['insertion']:.3f} (deletion: lower is better)")
+        declined = [LABELS[m] for m, v in f["scores"].items() if v.get("declined")]
+        if declined:
+            print(f"declined for this model (no stage where their maps beat a random order; report.html gives the "
+                  f"scores): {', '.join(declined)}")
     blanks = sum(bool(w.get("blank_pred")) + bool(w.get("blank_true")) for w in info["worst"])
     if blanks:
         print(f"{blanks} of the misclassified images' maps are blank (no positive evidence): labelled and drawn signed")

@@ -202,3 +202,30 @@ def test_report_renders_in_headless_chromium(digits_run, chromium, tmp_path):
     values, counts = np.unique(packed, return_counts=True)
     assert len(values) > 2000, f"only {len(values)} colours: a blank page?"
     assert counts.max() / packed.size < 0.6, f"{counts.max() / packed.size:.0%} of the page is one colour"
+
+
+def test_the_report_command_lists_a_declined_method_and_scores_the_others(digits_run, tmp_path, monkeypatch,
+                                                                           capsys):
+    """`cnnkit report RUN` prints every scored method with its layer and names the declined ones in a line of
+    their own (a declined method has no scores: it once crashed the summary line)."""
+    import shutil
+
+    from cnnkit.cli import main
+    from cnnkit.explain import attribution, explainer
+
+    run = Path(shutil.copytree(digits_run, tmp_path / "run"))
+    real = explainer.layer_choices
+
+    def fake(sub, x, method="auto", data=None, compare=False):
+        out = real(sub, x, method, data, compare)
+        out["gradcam"] = attribution.LayerChoice("gradcam", None, "spatial", "Grad-CAM is declined for this model: "
+                                                 "at none of its stages (the test's)", 64)
+        return out
+
+    monkeypatch.setattr(explainer, "layer_choices", fake)
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    maps = next(line for line in out.splitlines() if line.startswith("maps ("))
+    assert "HiResCAM (shown) at " in maps and "Grad-CAM deletion" not in maps and "random order" in maps
+    assert "declined for this model (no stage where their maps beat a random order; report.html gives the scores): "\
+           "Grad-CAM" in out
