@@ -17,17 +17,10 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what d
 
 
 def _cpuinfo() -> dict:
-    """The first processor's entries in /proc/cpuinfo ({} where there is none)."""
-    info = {}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.split("\n\n", 1)[0].splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            info.setdefault(key.strip(), value.strip())
-    return info
+    """The first processor's entries in /proc/cpuinfo ({} where there is none): cnnkit's own reading."""
+    from cnnkit._device import cpu_info
+
+    return cpu_info()["fields"]
 
 
 def machine() -> dict:

@@ -25,25 +25,24 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def cpu_info(path: str = "/proc/cpuinfo") -> dict:
-    """The CPU's model name and instruction-set flags, from /proc/cpuinfo (Linux); elsewhere the name
-    `platform` gives and no flags (so nothing is assumed of the CPU)."""
+    """The CPU's model name, instruction-set flags and the first processor's entries ("fields": family, model,
+    stepping, ...), from /proc/cpuinfo (Linux); elsewhere the name `platform` gives, no flags and no fields (so
+    nothing is assumed of the CPU)."""
     import platform
 
-    name, flags = platform.processor() or platform.machine(), frozenset()
+    fields: dict[str, str] = {}
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and name in ("", platform.machine(), platform.processor()):
-                    name = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = frozenset(value.split())
-                if flags and key == "" and name:
-                    break
+            text = f.read()
     except OSError:
-        pass
-    return {"name": name, "flags": flags}
+        text = ""
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    flags = frozenset((fields.get("flags") or fields.get("Features") or "").split())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    return {"name": name, "flags": flags, "fields": fields}
 
 
 def pick_precision(name: str, device: torch.device) -> tuple[str, str]:

@@ -423,9 +423,15 @@ def _report_in_background(result: dict, run_dir: Path, log) -> None:
     problem can never touch the run, which is complete without it."""
     import subprocess
 
-    with open(run_dir / REPORT_LOG, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "report", str(run_dir)], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with open(run_dir / REPORT_LOG, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "report", str(run_dir)],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+    except OSError as e:  # a full disk, no process left to start: the run is saved all the same
+        print(f"warning: report.html not started ({e.strerror or e}); the run in {run_dir} is complete: "
+              f"cnnkit report {run_dir} writes it later", file=log or sys.stderr, flush=True)
+        return
     result["report"] = str(run_dir / "report.html")
     result["report_pid"] = proc.pid
     if log is not None:

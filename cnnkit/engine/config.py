@@ -137,7 +137,7 @@ class TrainConfig:
                               "2 AVX2 cores; also the layout a GPU's tensor cores want")
     precision: str = opt("auto", "bf16 autocast or fp32. auto: bf16 where it trains faster, chosen per machine: a GPU "
                          "with bf16, or a CPU with AVX-512 BF16 or AMX (1.25x the images/s of fp32 on an AMD EPYC "
-                         "Zen 4); fp32 on other CPUs, where bf16 is emulated and was 7x slower", choices=PRECISIONS)
+                         "with AVX-512 BF16); fp32 on other CPUs, where bf16 is emulated and was 7x slower", choices=PRECISIONS)
     patience: int | None = opt(None, "early stopping: epochs without a better val_acc; None: never stop early")
     on_bad_image: str = opt("fail", "fail: list every unreadable image and stop; skip: leave them out",
                             choices=ON_BAD_IMAGE)

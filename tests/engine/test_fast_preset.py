@@ -50,3 +50,19 @@ def test_report_background_is_the_fast_presets_alone_and_a_flag_decides(tmp_path
     result = cnnkit.train("digits", preset="fast", epochs=1, out=str(tmp_path / "run"), quiet=True,
                           report_background=False)
     assert "report_pid" not in result and (tmp_path / "run" / "report.html").is_file()
+
+
+def test_a_report_process_that_cannot_start_leaves_the_run_whole(tmp_path, capsys, monkeypatch):
+    """No process left to start (or no room for report.log): one warning line saying how to write the report
+    later; the call returns its result and the run is saved."""
+    import subprocess
+
+    def refuse(*a, **kw):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    result = cnnkit.train("digits", preset="fast", epochs=1, out=str(tmp_path / "run"))
+    out = capsys.readouterr()
+    assert "warning: report.html not started (Resource temporarily unavailable)" in out.out + out.err
+    assert f"cnnkit report {tmp_path / 'run'} writes it later" in out.out + out.err
+    assert "report_pid" not in result and (tmp_path / "run" / "model.safetensors").is_file()
